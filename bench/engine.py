@@ -1,0 +1,325 @@
+"""Benchmark: Deep RC's distributed join and sort vs pandas, DuckDB and Polars on one process.
+
+Shape of Cylon's join benchmark: two tables, N rows per rank each, two int64 columns
+(a uniform random int64 key in [0, total rows) and a payload). Deep RC runs under
+``mpirun`` on 1, 2 (and, labelled oversubscribed, 4) ranks; the single-process libraries
+run on the same total data. Reported: the median over ``--repeats`` runs of the slowest
+rank's time, ratios to pandas, and each rank's join memory (see :func:`join_memory`).
+
+    .venv/bin/python bench/engine.py                 # N = 1M rows per rank and table
+    .venv/bin/python bench/engine.py --rows 10000000 # the 10M point (needs ~10 GB RAM)
+    .venv/bin/python bench/engine.py --memory --rows 1000000 5000000 --ranks 2  # memory only
+
+Results go to bench/results/engine.{json,csv} (``--memory``: engine_memory.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+
+def make_tables(rank: int, rows: int, total: int, seed: int = 7) -> tuple[pa.Table, pa.Table]:
+    """Rank ``rank``'s partitions of the left and right tables (deterministic)."""
+    rng = np.random.default_rng([seed, rank])
+    left = pa.table({"key": rng.integers(0, total, rows), "lval": rng.integers(0, 1 << 40, rows)})
+    right = pa.table({"key": rng.integers(0, total, rows), "rval": rng.integers(0, 1 << 40, rows)})
+    return left, right
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def join_memory(comm, rows: int) -> dict:
+    """Peak RSS growth of one join above the process's RSS just before it, over the rank's input bytes.
+
+    A tiny warm-up join first pays the one-time costs (imports, MPI connections, Arrow's
+    thread pools), Arrow's pool returns what it keeps, and the kernel's peak mark is reset
+    just before the measured join, so the growth counts what the join itself allocates
+    and touches: the hashes, the parts being sent, the send and receive buffers, the
+    shuffled sides, Acero's hash table and the output table (also reported alone).
+    """
+    from deeprc_core.table import GlobalTable
+
+    wl, wr = make_tables(comm.rank, 10_000, 10_000 * comm.size)
+    GlobalTable(wl, comm).join(GlobalTable(wr, comm), on="key", engine="arrow")
+    del wl, wr
+    left_t, right_t = make_tables(comm.rank, rows, rows * comm.size)
+    input_bytes = left_t.nbytes + right_t.nbytes
+    left, right = GlobalTable(left_t, comm), GlobalTable(right_t, comm)
+    del left_t, right_t
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    comm.barrier()
+    base_kb = _status_kb("VmRSS")
+    exact = _reset_peak()
+    before_max_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    res = left.join(right, on="key", engine="arrow")
+    peak_kb = _status_kb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    growth = (peak_kb - base_kb) * 1024
+    return {
+        "input_bytes": input_bytes,
+        "output_bytes": res.local.nbytes,
+        "base_rss_bytes": base_kb * 1024,
+        "peak_growth_bytes": growth,
+        "ratio": growth / input_bytes,
+        "exact_peak": exact or before_max_kb <= base_kb,
+    }
+
+
+def worker(rows: int, repeats: int, memory_only: bool = False) -> None:
+    """One rank: measure join memory, then time join and sort; rank 0 prints one JSON line."""
+    sys.path.insert(0, str(REPO / "deeprc_core" / "src"))
+    from deeprc_core.table import GlobalTable
+
+    from deeprc_core import get_communicator
+
+    comm = get_communicator()
+    mem = comm.allgather(join_memory(comm, rows))
+    if memory_only:
+        if comm.rank == 0:
+            print(json.dumps({"mem": mem}), flush=True)
+        return
+    left_t, right_t = make_tables(comm.rank, rows, rows * comm.size)
+    left, right = GlobalTable(left_t, comm), GlobalTable(right_t, comm)
+    comm.barrier()
+    res = left.join(right, on="key", engine="arrow")  # warm-up
+    out_rows = comm.allreduce_int([res.local_num_rows])[0]
+    del res
+    times: dict[str, list[float]] = {"join": [], "sort": []}
+    for op in times:
+        for _ in range(repeats):
+            comm.barrier()
+            t0 = time.perf_counter()
+            r = left.join(right, on="key", engine="arrow") if op == "join" else left.sort("key", engine="arrow")
+            dt = time.perf_counter() - t0
+            del r
+            times[op].append(max(comm.allgather(dt)))
+    if comm.rank == 0:
+        print(json.dumps({"times": times, "mem": mem, "join_rows": out_rows}), flush=True)
+
+
+def check_memory(rows: int, ranks: list[int], baselines_too: bool) -> None:
+    """Refuse to start a run whose rough peak (6x the data per rank, 10x for one-process baselines) exceeds free RAM."""
+    with open("/proc/meminfo") as f:
+        avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    per_rank = rows * 2 * 16  # two tables of two int64 columns
+    need = max(6 * p * per_rank + (10 * p * per_rank if baselines_too else 0) for p in ranks)
+    if need > 0.8 * avail:
+        raise SystemExit(
+            f"this run may need ~{need / 2**30:.1f} GiB but {avail / 2**30:.1f} GiB are available; use fewer rows or ranks"
+        )
+
+
+def run_ranks(ranks: int, rows: int, repeats: int, memory_only: bool = False) -> dict:
+    """Launch ``ranks`` workers with mpirun and return rank 0's JSON."""
+    env = dict(
+        os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl="self,vader,tcp"
+    )
+    env.setdefault("OMPI_MCA_btl_tcp_if_include", "lo")
+    env.setdefault("OMPI_MCA_oob_tcp_if_include", "lo")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "deeprc_core" / "src"), env.get("PYTHONPATH", "")])
+    cmd = [
+        "mpirun",
+        "-np",
+        str(ranks),
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+        sys.executable,
+        __file__,
+        "--worker",
+        "--rows",
+        str(rows),
+        "--repeats",
+        str(repeats),
+        *(["--memory"] if memory_only else []),
+    ]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"mpirun failed:\n{out.stderr[-4000:]}")
+    return json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def baselines(ranks: int, rows: int, repeats: int) -> dict[str, dict[str, float]]:
+    """pandas / DuckDB / Polars on the same total data as ``ranks`` ranks of ``rows`` rows."""
+    parts = [make_tables(r, rows, rows * ranks) for r in range(ranks)]
+    left = pa.concat_tables([p[0] for p in parts]).combine_chunks()
+    right = pa.concat_tables([p[1] for p in parts]).combine_chunks()
+    out: dict[str, dict[str, float]] = {}
+    ldf, rdf = left.to_pandas(), right.to_pandas()
+    out["pandas"] = {
+        "join": _median_time(lambda: ldf.merge(rdf, on="key", how="inner"), repeats),
+        "sort": _median_time(lambda: ldf.sort_values("key", kind="stable"), repeats),
+    }
+    try:
+        import duckdb
+
+        con = duckdb.connect()
+        con.register("l", left)
+        con.register("r", right)
+
+        def q(sql: str) -> pa.Table:
+            res = con.execute(sql)
+            fetch = getattr(res, "fetch_arrow_table", None) or getattr(res, "to_arrow_table", None) or res.arrow
+            return fetch()
+
+        out["duckdb"] = {
+            "join": _median_time(lambda: q("SELECT * FROM l JOIN r USING (key)"), repeats),
+            "sort": _median_time(lambda: q("SELECT * FROM l ORDER BY key"), repeats),
+        }
+    except ImportError:
+        pass
+    try:
+        import polars as pl
+
+        lpl, rpl = pl.from_arrow(left), pl.from_arrow(right)
+        out["polars"] = {
+            "join": _median_time(lambda: lpl.join(rpl, on="key", how="inner"), repeats),
+            "sort": _median_time(lambda: lpl.sort("key", maintain_order=True), repeats),
+        }
+    except ImportError:
+        pass
+    return out
+
+
+def memory_main(rows_list: list[int], ranks: list[int]) -> None:
+    """``--memory``: the join's peak RSS growth over input bytes, per rank count and size."""
+    records = []
+    for rows in rows_list:
+        check_memory(rows, ranks, baselines_too=False)
+        for p in ranks:
+            d = run_ranks(p, rows, 1, memory_only=True)
+            worst = max(d["mem"], key=lambda m: m["ratio"])
+            rec = {"ranks": p, "rows_per_rank": rows, "ratio_max": worst["ratio"], "per_rank": d["mem"]}
+            records.append(rec)
+            print(
+                f"[memory] {p} ranks, {rows:,} rows/rank/table: input {worst['input_bytes'] / 2**20:.0f} MiB/rank, "
+                f"peak growth {worst['peak_growth_bytes'] / 2**20:.0f} MiB = {worst['ratio']:.2f}x input "
+                f"(output alone {worst['output_bytes'] / worst['input_bytes']:.2f}x; ratios per rank "
+                + ", ".join(f"{m['ratio']:.2f}" for m in d["mem"])
+                + ")",
+                flush=True,
+            )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "engine_memory.json").write_text(json.dumps({"records": records}, indent=2))
+    print(f"wrote {RESULTS / 'engine_memory.json'}")
+
+
+def main() -> None:
+    """Parse flags; run the workers (under mpirun) or the whole benchmark."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000], help="rows per rank and table (default 1M)")
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4], help="rank counts (4 is oversubscribed here)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median reported)")
+    ap.add_argument("--memory", action="store_true", help="only measure the join's memory (for every --rows)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.rows[0], args.repeats, args.memory)
+        return
+    if args.memory:
+        memory_main(args.rows, args.ranks)
+        return
+    if len(args.rows) != 1:
+        ap.error("timing runs take one --rows value")
+    args.rows = args.rows[0]
+    check_memory(args.rows, args.ranks, baselines_too=True)
+    cores = os.cpu_count() or 1
+    records = []
+    for p in args.ranks:
+        label = f"deeprc {p} rank{'s' if p > 1 else ''}" + (" (oversubscribed)" if p > cores else "")
+        print(f"[bench] {label}: N={args.rows:,} rows/rank/table ...", flush=True)
+        d = run_ranks(p, args.rows, args.repeats)
+        peak_ratio = max(m["ratio"] for m in d["mem"])
+        base = baselines(p, args.rows, args.repeats)
+        print(f"[bench]   baselines on {p * args.rows:,} rows/table: " + ", ".join(base), flush=True)
+        for op in ("join", "sort"):
+            ours = statistics.median(d["times"][op])
+            pandas_t = base["pandas"][op]
+            records.append(
+                {
+                    "ranks": p,
+                    "label": label,
+                    "op": op,
+                    "engine": "deeprc-arrow",
+                    "rows_per_rank": args.rows,
+                    "total_rows": p * args.rows,
+                    "median_s": ours,
+                    "vs_pandas": pandas_t / ours,
+                    "peak_rss_over_input": peak_ratio if op == "join" else None,
+                }
+            )
+            for lib, t in base.items():
+                records.append(
+                    {
+                        "ranks": 1,
+                        "label": f"{lib} (1 process)",
+                        "op": op,
+                        "engine": lib,
+                        "rows_per_rank": p * args.rows,
+                        "total_rows": p * args.rows,
+                        "median_s": t[op],
+                        "vs_pandas": pandas_t / t[op],
+                        "peak_rss_over_input": None,
+                    }
+                )
+    print(f"\n{'total rows':>11} {'op':5} {'engine':30} {'median s':>9} {'x pandas':>9}")
+    for r in records:
+        print(f"{r['total_rows']:>11,} {r['op']:5} {r['label']:30} {r['median_s']:9.3f} {r['vs_pandas']:9.2f}")
+    for r in records:
+        if r["peak_rss_over_input"] is not None:
+            print(f"peak RSS growth during join, {r['label']}: {r['peak_rss_over_input']:.2f}x the rank's input bytes")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "engine.json").write_text(
+        json.dumps({"cores": cores, "repeats": args.repeats, "records": records}, indent=2)
+    )
+    with (RESULTS / "engine.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(records[0]))
+        w.writeheader()
+        w.writerows(records)
+    print(f"wrote {RESULTS / 'engine.json'} and {RESULTS / 'engine.csv'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""One epoch of batches, no model: DeepRCDataModule's train loader versus the usual PyTorch ways.
+
+    python bench/torch_loader.py                 # 10M rows x 16 float32 features + 1 target (648 MiB)
+    python bench/torch_loader.py --rows 2000000  # smaller
+
+Variants (each run in a fresh process, unshuffled and shuffled, median of ``--repeats``):
+
+* ``deeprc``          DeepRCDataModule over a table with one packed feature column (zero-copy views)
+* ``deeprc_columns``  the same over 16 separate feature columns (packed once at setup: one counted copy)
+* ``ideal``           (a) hand-slicing ``torch.from_numpy(np.stack(columns))`` (needs a full copy first)
+* ``tensordataset``   (b) ``TensorDataset`` + a default ``DataLoader(batch_size=1024)``
+* ``pandas``          (c) a map-style Dataset over a pandas DataFrame (per-row ``__getitem__``)
+* ``hf_datasets``     (d) Hugging Face ``datasets`` with ``with_format("torch")``, skipped if not installed
+
+The slow baselines (b, c, d) run on a subsample (``--sub-b``, ``--sub-c``, ``--sub-d`` rows) and are
+extrapolated linearly to the full size; the report labels them. "Touching" a batch reads one
+element of x and y, so gathers happen but no arithmetic is timed. Extra memory is the peak
+resident set above the resident set right after the table was built (Linux ``VmHWM``
+reset through ``/proc/self/clear_refs``), i.e. what the loader adds on top of the table.
+Results: ``bench/results/torch_loader.{json,csv}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MiB = 1024 * 1024
+VARIANTS = ("deeprc", "deeprc_columns", "ideal", "tensordataset", "pandas", "hf_datasets")
+LABELS = {
+    "deeprc": "DeepRCDataModule, packed column",
+    "deeprc_columns": "DeepRCDataModule, 16 columns packed at setup",
+    "ideal": "(a) slicing one stacked tensor",
+    "tensordataset": "(b) TensorDataset + DataLoader",
+    "pandas": "(c) pandas map-style Dataset",
+    "hf_datasets": "(d) HF datasets with_format('torch')",
+}
+
+
+# ------------------------------------------------------------------ memory
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _rss() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+# ------------------------------------------------------------------ worker
+def _make_table(rows: int, features: int, packed: bool) -> tuple[Any, list[np.ndarray], np.ndarray]:
+    """The table, generated in place (no transient copies): its feature columns and target as numpy."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    y = np.empty(rows, dtype=np.float32)
+    rng.random(out=y, dtype=np.float32)
+    if packed:
+        x = np.empty((rows, features), dtype=np.float32)
+        rng.random(out=x, dtype=np.float32)
+        values = pa.Array.from_buffers(pa.float32(), rows * features, [None, pa.py_buffer(x)])
+        table = pa.table({"x": pa.FixedSizeListArray.from_arrays(values, features), "y": y})
+        cols = [x[:, j] for j in range(features)]
+    else:
+        cols = []
+        for _ in range(features):
+            c = np.empty(rows, dtype=np.float32)
+            rng.random(out=c, dtype=np.float32)
+            cols.append(c)
+        table = pa.table({**{f"f{j}": cols[j] for j in range(features)}, "y": y})
+    return table, cols, y
+
+
+def _epoch(batches: Any) -> int:
+    n = 0
+    acc = 0.0
+    for x, y in batches:
+        acc += float(x[-1, -1]) + float(y[-1])  # touch: the batch exists (gathered if shuffled)
+        n += 1
+    return n
+
+
+def run_worker(variant: str, rows: int, features: int, batch: int, shuffle: bool) -> dict[str, Any]:
+    """Build the table, then time one epoch of ``variant``; returns the measurements."""
+    import torch
+
+    torch.set_num_threads(1)
+    # Imports first, so the memory measured below is the loader's, not the libraries'.
+    if variant.startswith("deeprc"):
+        import deeprc_core as dc
+        from deeprc_torch import DeepRCDataModule
+    elif variant == "pandas":
+        import pandas as pd
+    elif variant == "hf_datasets":
+        import datasets
+    packed = variant == "deeprc"
+    table, cols, y = _make_table(rows, features, packed)
+    table_bytes = int(table.nbytes)
+    base = _rss()
+    exact_peak = _reset_peak()
+    t0 = time.perf_counter()
+    if variant in ("deeprc", "deeprc_columns"):
+        feats = "x" if packed else [f"f{j}" for j in range(features)]
+        dm = DeepRCDataModule(dc.GlobalTable(table), feats, "y", batch, shuffle=shuffle, seed=0)
+        dm.setup("fit")
+        loader: Any = dm.train_dataloader()
+    elif variant == "ideal":
+        X = torch.from_numpy(np.stack(cols, axis=1))
+        Y = torch.from_numpy(y)
+
+        def ideal() -> Any:
+            order = torch.randperm(rows) if shuffle else None
+            for lo in range(0, rows, batch):
+                if order is None:
+                    yield X[lo : lo + batch], Y[lo : lo + batch]
+                else:
+                    idx = order[lo : lo + batch]
+                    yield X[idx], Y[idx]
+
+        loader = ideal()
+    elif variant == "tensordataset":
+        from torch.utils.data import DataLoader, TensorDataset
+
+        X = torch.from_numpy(np.stack(cols, axis=1))
+        loader = DataLoader(TensorDataset(X, torch.from_numpy(y)), batch_size=batch, shuffle=shuffle)
+    elif variant == "pandas":
+        from torch.utils.data import DataLoader, Dataset
+
+        df = pd.DataFrame({**{f"f{j}": cols[j] for j in range(features)}, "y": y})
+
+        class FrameDataset(Dataset):
+            def __len__(self) -> int:
+                return len(df)
+
+            def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+                row = df.iloc[i]
+                return torch.tensor(row.iloc[:features].to_numpy(dtype=np.float32)), torch.tensor(
+                    float(row.iloc[features])
+                )
+
+        loader = DataLoader(FrameDataset(), batch_size=batch, shuffle=shuffle)
+    elif variant == "hf_datasets":
+        ds = datasets.Dataset(table).with_format("torch")
+        feats_ = [f"f{j}" for j in range(features)]
+
+        def hf() -> Any:
+            from torch.utils.data import DataLoader
+
+            for b in DataLoader(ds, batch_size=batch, shuffle=shuffle):
+                yield torch.stack([b[f] for f in feats_], dim=1), b["y"]
+
+        loader = hf()
+    else:
+        raise ValueError(variant)
+    setup_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    n = _epoch(loader)
+    epoch_s = time.perf_counter() - t1
+    peak = _peak_rss()
+    return {
+        "variant": variant,
+        "shuffle": shuffle,
+        "rows": rows,
+        "batches": n,
+        "setup_s": setup_s,
+        "epoch_s": epoch_s,
+        "batches_per_s": n / epoch_s if epoch_s else float("inf"),
+        "samples_per_s": rows / epoch_s if epoch_s else float("inf"),
+        "table_bytes": table_bytes,
+        "extra_peak_bytes": max(peak - base, 0),
+        "peak_exact": exact_peak,
+    }
+
+
+# ------------------------------------------------------------------ driver
+def _available(variant: str) -> bool:
+    if variant != "hf_datasets":
+        return True
+    import importlib.util
+
+    return importlib.util.find_spec("datasets") is not None
+
+
+def _spawn(variant: str, rows: int, args: argparse.Namespace, shuffle: bool) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        variant,
+        "--rows",
+        str(rows),
+        "--features",
+        str(args.features),
+        "--batch",
+        str(args.batch),
+        "--shuffle",
+        str(int(shuffle)),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{variant} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=10_000_000)
+    p.add_argument("--features", type=int, default=16)
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--slow-repeats", type=int, default=1, help="repeats of the subsampled baselines")
+    p.add_argument("--sub-b", type=int, default=500_000, help="rows for (b) TensorDataset")
+    p.add_argument("--sub-c", type=int, default=20_000, help="rows for (c) pandas")
+    p.add_argument("--sub-d", type=int, default=500_000, help="rows for (d) HF datasets")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--shuffle", type=int, default=0, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(run_worker(args.worker, args.rows, args.features, args.batch, bool(args.shuffle))))
+        return
+    sub = {"tensordataset": args.sub_b, "pandas": args.sub_c, "hf_datasets": args.sub_d}
+    rows_out: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for variant in args.variants.split(","):
+        if not _available(variant):
+            skipped.append(f"{variant}: the 'datasets' package is not installed")
+            print(f"skip {variant}: not installed", flush=True)
+            continue
+        rows = min(sub.get(variant, args.rows), args.rows)
+        repeats = args.slow_repeats if variant in sub else args.repeats
+        for shuffle in (False, True):
+            runs = []
+            for r in range(repeats):
+                res = _spawn(variant, rows, args, shuffle)
+                runs.append(res)
+                print(
+                    f"{variant:15s} shuffle={shuffle!s:5s} run {r + 1}/{repeats}: {res['epoch_s']:.3f} s, "
+                    f"{res['batches_per_s']:.0f} batches/s, +{res['extra_peak_bytes'] / MiB:.0f} MiB",
+                    flush=True,
+                )
+            scale = args.rows / rows
+            med = {k: statistics.median(x[k] for x in runs) for k in ("epoch_s", "setup_s", "extra_peak_bytes")}
+            rows_out.append(
+                {
+                    "variant": variant,
+                    "label": LABELS[variant],
+                    "shuffle": shuffle,
+                    "measured_rows": rows,
+                    "extrapolated": scale != 1,
+                    "epoch_s": med["epoch_s"] * scale,
+                    "setup_s": med["setup_s"] * scale,
+                    "batches_per_s": runs[0]["batches"] / med["epoch_s"],
+                    "samples_per_s": rows / med["epoch_s"],
+                    "extra_peak_MiB": med["extra_peak_bytes"] / MiB,
+                    "table_MiB": args.rows * (args.features + 1) * 4 / MiB,
+                    "repeats": repeats,
+                }
+            )
+    ideal = {r["shuffle"]: r for r in rows_out if r["variant"] == "ideal"}
+    for r in rows_out:
+        r["extra_peak_pct_of_table"] = (
+            100 * r["extra_peak_MiB"] / r["table_MiB"] if r["variant"].startswith("deeprc") else None
+        )
+        base = ideal.get(r["shuffle"])
+        r["time_vs_ideal"] = r["epoch_s"] / base["epoch_s"] if base else None
+    for r in rows_out:
+        deeprc = next((d for d in rows_out if d["variant"] == "deeprc" and d["shuffle"] == r["shuffle"]), None)
+        r["deeprc_speedup"] = r["epoch_s"] / deeprc["epoch_s"] if deeprc else None
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "rows": args.rows,
+        "features": args.features,
+        "batch": args.batch,
+        "skipped": skipped,
+        "results": rows_out,
+    }
+    (args.out / "torch_loader.json").write_text(json.dumps(report, indent=2))
+    with (args.out / "torch_loader.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows_out[0]))
+        w.writeheader()
+        w.writerows(rows_out)
+    print(f"\n{args.rows:,} rows x {args.features} features + 1 target, batch {args.batch} (one process)")
+    print(
+        f"{'variant':46s} {'shuffle':7s} {'epoch s':>9s} {'batches/s':>10s} {'+MiB':>7s} {'x ideal':>8s} {'÷ deeprc':>9s}"
+    )
+    for r in rows_out:
+        tag = " (extrapolated)" if r["extrapolated"] else ""
+        print(
+            f"{r['label'] + tag:46s} {r['shuffle']!s:7s} {r['epoch_s']:9.3f} {r['batches_per_s']:10.0f} "
+            f"{r['extra_peak_MiB']:7.0f} {r['time_vs_ideal'] or 0:8.2f} {r['deeprc_speedup'] or 0:9.1f}"
+        )
+    for s in skipped:
+        print("skipped:", s)
+
+
+if __name__ == "__main__":
+    main()

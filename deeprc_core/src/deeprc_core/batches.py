@@ -1,0 +1,291 @@
+"""TableBatches: the one batch source both framework adapters wrap.
+
+Given a :class:`GlobalTable`, feature and target columns and a batch size, it agrees a
+:class:`~deeprc_core.plan.BatchPlan` across ranks and yields :class:`Batch` objects of
+numpy views. deeprc-torch turns them into tensors with ``torch.from_dlpack``;
+deeprc-tf into ``tf.Tensor`` with DLPack (aligned) — nothing else.
+
+Shapes (``B`` = batch size, ``F`` = features, ``T`` = targets):
+
+==========================  ============================  ===========================
+features / target           x                             y
+==========================  ============================  ===========================
+one numeric column          ``(B,)``                      ``(B,)``
+one fixed-size-list column  ``(B, F)``                    ``(B, T)``
+a list of columns           ``(B, F)`` (packed once)      ``(B, T)`` (packed once)
+with ``window``             ``(B, input_len, F)``         ``(B, horizon, T)``
+==========================  ============================  ===========================
+
+Copies: none for unshuffled batches of a single (or packed) column; packing a list of
+columns is one copy of those columns at setup; a shuffled batch is one gather of that
+batch only; a global shuffle moves the table once per epoch. All are counted in
+:func:`deeprc_core.copy_stats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .comm import agree
+from .copies import record_copy
+from .errors import SchemaError, ZeroCopyError
+from .plan import BatchPlan, EvenPolicy, normalize_shuffle
+from .table import GlobalTable, check_columns
+from .views import aligned_copy, column_view, is_aligned, pack_columns, sliding_windows, take_rows
+from .windows import Window, with_halo
+
+ROW_ID = "__deeprc_row__"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch: inputs, targets and which global samples they are."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    #: global sample ids (the global row, or a window's first global row)
+    index: np.ndarray
+    #: mask of samples repeated by even='pad', or None
+    padded: np.ndarray | None
+    #: batch number within the epoch
+    number: int
+    epoch: int
+
+
+def _as_names(cols: str | Sequence[str] | None) -> list[str]:
+    if cols is None:
+        return []
+    return [cols] if isinstance(cols, str) else list(cols)
+
+
+def _matrix(table: pa.Table, cols: str | Sequence[str], name: str, dtype: np.dtype, align: int | None) -> np.ndarray:
+    """The local data of ``cols`` as one view: a single column directly, several packed once."""
+    if isinstance(cols, str):
+        view = column_view(table, cols, copy=table.column(cols).num_chunks > 1)
+        if view.dtype != dtype:
+            view = view.astype(dtype)
+            record_copy("cast", view.nbytes, f"column {cols!r} to {dtype}")
+        if align and not is_aligned(view, align):
+            view = aligned_copy(view, align, "align")
+        return view
+    packed = pack_columns(table, cols, name=name, dtype=dtype, keep=[])
+    return column_view(packed, name)
+
+
+class TableBatches:
+    """Agreed, resumable batches of (x, y) views over a GlobalTable (collective to build).
+
+    Parameters mirror the adapters': ``shuffle`` is False/True (= ``"local"``) or
+    ``"global"``; ``even`` is ``"drop"``, ``"pad"`` or ``"rebalance"`` (see
+    :mod:`deeprc_core.plan`); ``window`` is a :class:`~deeprc_core.windows.Window` or
+    ``(input_len, horizon[, stride])``; ``dropna_target`` skips windows/rows whose
+    target is NaN (e.g. missing streamflow); ``align`` makes every batch start on that
+    byte boundary (64 for TensorFlow), copying (counted) only where it must.
+    """
+
+    def __init__(
+        self,
+        source: GlobalTable,
+        features: str | Sequence[str],
+        target: str | Sequence[str] | None,
+        batch_size: int,
+        *,
+        shuffle: bool | str = False,
+        seed: int = 0,
+        even: EvenPolicy = "drop",
+        drop_last: bool = False,
+        window: Window | Sequence[int] | dict[str, Any] | None = None,
+        dropna_target: bool = True,
+        dtype: Any = np.float32,
+        align: int | None = None,
+        what: str = "dataset",
+    ) -> None:
+        self.comm = source.comm
+        self.batch_size = int(batch_size)
+        self.shuffle = normalize_shuffle(shuffle)
+        self.seed = int(seed)
+        self.window = Window.coerce(window)
+        self.dtype = np.dtype(dtype)
+        self.align = align
+        self.what = what
+        self.features, self.target = features, target
+        self.dropna_target = dropna_target
+        if self.window is not None and self.shuffle == "global":
+            raise ValueError(
+                f"{what}: shuffle='global' cannot be combined with window= (windows need the time order); "
+                "use shuffle=True (local), which permutes each rank's windows"
+            )
+        err: Exception | None = None
+        try:
+            self._validate(source)
+        except (SchemaError, ZeroCopyError, ValueError) as exc:
+            err = exc
+        agree(self.comm, err, f"{what} setup")
+        if even == "rebalance":
+            source = source.rebalance()
+        self._base = source
+        self._shuffled_epoch: int | None = None
+        if self.shuffle == "global":
+            self._base = source.with_column(ROW_ID, pa.array(np.arange(source.local_num_rows) + source.row_offset))
+            self._load(self._base.global_shuffle(self.seed, 0))
+            self._shuffled_epoch = 0
+        else:
+            self._load(source)
+        self.plan = BatchPlan(
+            self.num_samples,
+            self.batch_size,
+            self.comm,
+            even="drop" if even == "rebalance" else even,
+            shuffle="local" if self.shuffle == "local" else False,
+            seed=self.seed,
+            drop_last=drop_last,
+            what=what,
+        )
+
+    # ---------------------------------------------------------------- setup
+    def _validate(self, source: GlobalTable) -> None:
+        names = _as_names(self.features) + _as_names(self.target)
+        if not _as_names(self.features):
+            raise ValueError(f"{self.what}: features must name at least one column")
+        check_columns(source.local, names, self.what)
+        for c in names:
+            t = source.local.schema.field(c).type
+            ok = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_fixed_size_list(t)
+            ok = ok or (isinstance(t, pa.BaseExtensionType) and t.extension_name == "arrow.fixed_shape_tensor")
+            if not ok:
+                raise ZeroCopyError(
+                    f"{self.what}: column {c!r} has type {t}; features and targets must be numeric "
+                    "(encode strings/categories/timestamps into numbers first, e.g. with GlobalTable.with_column)"
+                )
+            col = source.local.column(c)
+            if col.null_count and not (c in _as_names(self.target) and self.dropna_target and pa.types.is_floating(t)):
+                raise ZeroCopyError(
+                    f"{self.what}: column {c!r} has {col.null_count} null(s) on rank {source.rank}; "
+                    "fill or drop them first (pyarrow.compute.fill_null, GlobalTable.filter)"
+                )
+        if self.window is not None and self.window.group is not None:
+            check_columns(source.local, [self.window.group], f"{self.what} window group")
+        if self.window is not None and source.num_rows < self.window.span:
+            raise ValueError(
+                f"{self.what}: a window needs {self.window.span} rows (input_len {self.window.input_len} + "
+                f"targets), but the global table has only {source.num_rows}"
+            )
+
+    def _load(self, table: GlobalTable) -> None:
+        """Build the views for this table (after a global shuffle, for the new epoch)."""
+        self.table = table
+        local = table.local
+        w = self.window
+        if w is not None:
+            local = with_halo(table, w.span - 1)
+        local = self._fill_target_nulls(local)
+        x = _matrix(local, self.features, "__x__", self.dtype, self.align)
+        y = None if self.target is None else _matrix(local, self.target, "__y__", self.dtype, self.align)
+        if w is None:
+            self._x, self._y = x, y
+            self._valid: np.ndarray | None = None
+            if y is not None and self.dropna_target:
+                bad = np.isnan(y.reshape(len(y), int(np.prod(y.shape[1:])))).any(axis=1)  # -1 fails on 0 rows
+                self._valid = np.flatnonzero(~bad) if bad.any() else None
+            ids = local.column(ROW_ID).to_numpy() if ROW_ID in local.column_names else None
+            self._ids = ids
+            self._first = table.row_offset
+            self.num_samples = table.local_num_rows if self._valid is None else len(self._valid)
+            return
+        # Candidate windows start at global rows that are multiples of the stride.
+        first = (-table.row_offset) % w.stride
+        n_starts = 0
+        if table.local_num_rows > first:
+            n_starts = (table.local_num_rows - 1 - first) // w.stride + 1
+        last_needed = first + (n_starts - 1) * w.stride + w.span if n_starts else 0
+        if last_needed > local.num_rows:  # windows that would run past the end of the table
+            n_starts = max(0, (local.num_rows - w.span - first) // w.stride + 1)
+        x2 = x.reshape(len(x), 1) if x.ndim == 1 else x
+        y2 = None if y is None else (y.reshape(len(y), 1) if y.ndim == 1 else y)
+        self._x = sliding_windows(x2[first:], w.input_len, w.stride)[:n_starts]
+        self._y = None if y2 is None else sliding_windows(y2[first + w.target_start :], w.horizon, w.stride)[:n_starts]
+        starts = first + np.arange(n_starts, dtype=np.int64) * w.stride
+        keep = np.ones(n_starts, dtype=bool)
+        if w.group is not None and n_starts:
+            g = local.column(w.group).to_numpy()  # ChunkedArray.to_numpy takes no arguments on pyarrow < 13
+            keep &= g[starts] == g[starts + w.span - 1]
+        if self._y is not None and self.dropna_target and n_starts:
+            keep &= ~np.isnan(self._y.reshape(n_starts, -1)).any(axis=1)
+        self._valid = None if keep.all() else np.flatnonzero(keep)
+        self._ids = None
+        self._first = table.row_offset
+        self._starts = starts
+        self.num_samples = n_starts if self._valid is None else len(self._valid)
+
+    def _fill_target_nulls(self, local: pa.Table) -> pa.Table:
+        """Nulls in a float target become NaN (then skipped by dropna_target)."""
+        for c in _as_names(self.target):
+            col = local.column(c)
+            if col.null_count and pa.types.is_floating(col.type):
+                import pyarrow.compute as pc
+
+                local = local.set_column(local.column_names.index(c), c, pc.fill_null(col, float("nan")))
+                record_copy("fill-null", col.nbytes, f"target column {c!r}")
+        return local
+
+    # ------------------------------------------------------------ iteration
+    @property
+    def num_batches(self) -> int:
+        """Batches every rank runs per epoch (agreed)."""
+        return self.plan.num_batches
+
+    def __len__(self) -> int:
+        return self.plan.num_batches
+
+    @property
+    def sample_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        """Shape of one sample of x, and of y (None without a target)."""
+        return tuple(self._x.shape[1:]), None if self._y is None else tuple(self._y.shape[1:])
+
+    def prepare_epoch(self, epoch: int) -> None:
+        """Do the collective work of ``epoch`` now (the global reshuffle), without iterating.
+
+        Adapters call it in the main process so that no collective runs inside a
+        DataLoader worker; for other shuffle modes it does nothing.
+        """
+        if self.shuffle == "global" and self._shuffled_epoch != epoch:
+            self._load(self._base.global_shuffle(self.seed, epoch))
+            self._shuffled_epoch = epoch
+
+    def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
+        """The batches of ``epoch`` from batch ``start`` on (collective for shuffle='global')."""
+        self.prepare_epoch(epoch)
+        for planned in self.plan.batches(epoch, start):
+            yield self._batch(planned.samples, planned.padded, planned.number, epoch)
+
+    def _batch(self, samples: slice | np.ndarray, padded: np.ndarray | None, number: int, epoch: int) -> Batch:
+        if self._valid is not None:
+            samples = self._valid[samples]
+        if isinstance(samples, slice):
+            x = self._x[samples]
+            y = None if self._y is None else self._y[samples]
+            rows = np.arange(samples.start, samples.stop, dtype=np.int64)
+            if self.align and (not is_aligned(x, self.align) or not x.flags.c_contiguous):
+                x = aligned_copy(x, self.align, "tf-batch")
+            if self.align and y is not None and (not is_aligned(y, self.align) or not y.flags.c_contiguous):
+                y = aligned_copy(y, self.align, "tf-batch")
+        else:
+            idx = (
+                np.sort(samples) if padded is None else samples
+            )  # sorted reads are faster; order within a batch is free
+            reason = "window-gather" if self.window is not None else "gather"
+            x = take_rows(self._x, idx, self.align, reason)
+            y = None if self._y is None else take_rows(self._y, idx, self.align, reason)
+            rows = idx
+        if self.window is not None:
+            index = self._first + self._starts[rows]
+        elif self._ids is not None:
+            index = self._ids[rows]
+        else:
+            index = self._first + rows
+        return Batch(x, y, index, padded, number, epoch)

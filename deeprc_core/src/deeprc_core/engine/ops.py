@@ -1,0 +1,223 @@
+"""The distributed operations of :class:`~deeprc_core.GlobalTable` (collective methods).
+
+GlobalTable inherits them from :class:`EngineOps`; each dispatches to the engine chosen
+by ``engine="auto"|"cylon"|"arrow"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import SchemaError
+from ..exchange import exchange_tables
+from .dedupe import arrow_drop_duplicates, concat_local
+from .groupby import AggSpec, arrow_groupby, check_aggs, parse_aggs
+from .join import arrow_join, plan_join
+from .partition import hash_shuffle
+from .samplesort import sample_sort, sort_keys
+from .select import as_list, choose_engine, missing_columns, validate_everywhere
+
+if TYPE_CHECKING:
+    from ..table import GlobalTable
+
+
+def _null_count(table: pa.Table, columns: Sequence[str]) -> int:
+    return int(sum(table.column(c).null_count for c in columns))
+
+
+class GroupBy:
+    """A pending distributed group-by: ``table.groupby(by).agg({...})`` runs it (collective)."""
+
+    def __init__(self, table: GlobalTable, by: list[str], engine: str) -> None:
+        self._table, self._by, self._engine = table, by, engine
+
+    def agg(self, spec: Mapping[str, str | Sequence[str]]) -> GlobalTable:
+        """Aggregate: ``{"col": "sum"}`` or ``{"col": ["mean", "std"]}``; output ``<col>_<agg>`` columns.
+
+        Functions: sum, mean, min, max, count (non-null values), std (ddof=1). The result
+        holds the key columns first, one row per group, spread over the ranks by key hash.
+        """
+        t, by = self._table, self._by
+        aggs: list[AggSpec] = []
+
+        def check() -> None:
+            aggs.extend(parse_aggs(spec))
+            if not by:
+                raise ValueError("groupby needs at least one key column")
+            check_aggs(t.local.schema, by, aggs)
+
+        validate_everywhere(t.comm, "groupby", check)
+        if choose_engine(self._engine, t.comm, "groupby") == "cylon":
+            from .cylon import cylon_groupby, fallback
+
+            if t.comm.allreduce_int([_null_count(t.local, by)], "sum")[0]:
+                fallback("groupby", "null keys (Cylon drops them; Deep RC keeps a null group)")
+            else:
+                out = cylon_groupby(t.local, by, aggs, t.comm)
+                if out is not None:
+                    return t._like(out)
+        return t._like(arrow_groupby(t.local, by, aggs, t.comm))
+
+
+class EngineOps:
+    """Collective data-engineering methods mixed into GlobalTable."""
+
+    # ------------------------------------------------------------- shuffle
+    def shuffle(
+        self: GlobalTable, on: str | Sequence[str], num_partitions: int | None = None, engine: str = "auto"
+    ) -> GlobalTable:  # type: ignore[misc]
+        """Hash-partition rows by ``on`` so that equal keys land on the same rank (collective).
+
+        The hash is deterministic across processes and runs (see ``engine/hashing.py``);
+        nulls hash alike. ``num_partitions`` (default: the world size) hash buckets are
+        mapped to ranks in contiguous runs, so equal keys still meet on one rank.
+        """
+        keys = as_list(on)
+
+        def check() -> None:
+            if not keys:
+                raise ValueError("shuffle needs at least one key column")
+            if num_partitions is not None and num_partitions < 1:
+                raise ValueError(f"shuffle: num_partitions must be positive, got {num_partitions}")
+            missing_columns(self.local.schema, keys, "shuffle")
+
+        validate_everywhere(self.comm, "shuffle", check)
+        if choose_engine(engine, self.comm, "shuffle") == "cylon" and num_partitions in (None, self.world_size):
+            from .cylon import cylon_shuffle
+
+            out = cylon_shuffle(self.local, keys, self.comm)
+            if out is not None:
+                return self._like(out)
+        return self._like(hash_shuffle(self.local, keys, self.comm, "shuffle", num_partitions))
+
+    # ---------------------------------------------------------------- join
+    def join(
+        self: GlobalTable,  # type: ignore[misc]
+        other: GlobalTable,
+        on: str | Sequence[str] | None = None,
+        left_on: str | Sequence[str] | None = None,
+        right_on: str | Sequence[str] | None = None,
+        how: str = "inner",
+        suffixes: tuple[str, str] = ("_x", "_y"),
+        engine: str = "auto",
+    ) -> GlobalTable:
+        """Distributed database-style join with ``other`` (collective), named like pandas ``merge``.
+
+        ``how``: inner, left, right or outer. With ``on=`` (or equal key names) the key
+        appears once; other columns on both sides get ``suffixes``. Null keys never match
+        (Arrow's semantics). Row order is unspecified; rows end on the rank their key hashes to.
+        """
+        plans = []
+
+        def check() -> None:
+            if other.comm is not self.comm and (other.comm.size, other.comm.rank) != (self.comm.size, self.comm.rank):
+                raise ValueError("join: both tables must live on the same ranks")
+            plans.append(
+                plan_join(self.local.schema, other.local.schema, on, left_on, right_on, how, (suffixes[0], suffixes[1]))
+            )
+
+        validate_everywhere(self.comm, "join", check)
+        plan = plans[0]
+        if choose_engine(engine, self.comm, "join") == "cylon":
+            from .cylon import cylon_join
+
+            nulls = _null_count(self.local, plan.left_on) + _null_count(other.local, plan.right_on)
+            out = cylon_join(self.local, other.local, plan, self.comm, self.comm.allreduce_int([nulls], "sum")[0] > 0)
+            if out is not None:
+                return self._like(out)
+        return self._like(arrow_join(self.local, other.local, plan, self.comm))
+
+    # ---------------------------------------------------------------- sort
+    def sort(
+        self: GlobalTable, by: str | Sequence[str], ascending: bool | Sequence[bool] = True, engine: str = "auto"
+    ) -> GlobalTable:  # type: ignore[misc]
+        """Globally sorted rows: rank 0 holds the smallest keys, each rank's rows in order (collective).
+
+        Sample sort with regular sampling; stable (equal keys keep their global input
+        order) and balanced (ties are split between ranks too). ``ascending`` is one flag
+        or one per column. Nulls go last (after NaNs), whatever the direction.
+        """
+        keys = as_list(by)
+
+        def check() -> None:
+            if not keys:
+                raise ValueError("sort needs at least one key column")
+            missing_columns(self.local.schema, keys, "sort")
+            sort_keys(keys, ascending)
+
+        validate_everywhere(self.comm, "sort", check)
+        if choose_engine(engine, self.comm, "sort") == "cylon":
+            from .cylon import cylon_sort, fallback
+
+            if self.comm.allreduce_int([_null_count(self.local, keys)], "sum")[0]:
+                fallback("sort", "null keys (Cylon's null placement is not Deep RC's)")
+            else:
+                out = cylon_sort(self.local, keys, ascending, self.comm)
+                if out is not None:
+                    return self._like(out)
+        return self._like(sample_sort(self.local, keys, ascending, self.comm))
+
+    # ------------------------------------------------------------- groupby
+    def groupby(self: GlobalTable, by: str | Sequence[str], engine: str = "auto") -> GroupBy:  # type: ignore[misc]
+        """Start a distributed group-by on ``by``; call ``.agg({...})`` on the result."""
+        return GroupBy(self, as_list(by), engine)
+
+    # ------------------------------------------------------ drop_duplicates
+    def drop_duplicates(
+        self: GlobalTable, subset: str | Sequence[str] | None = None, engine: str = "auto"
+    ) -> GlobalTable:  # type: ignore[misc]
+        """Rows with distinct ``subset`` values (default: all columns), keeping the first in global order.
+
+        Collective; the kept rows end on the rank their key hashes to, in global row order.
+        Nulls count as equal to each other.
+        """
+        keys = as_list(subset) or list(self.local.column_names)
+
+        def check() -> None:
+            missing_columns(self.local.schema, keys, "drop_duplicates")
+
+        validate_everywhere(self.comm, "drop_duplicates", check)
+        if choose_engine(engine, self.comm, "drop_duplicates") == "cylon":
+            from .cylon import cylon_drop_duplicates
+
+            out = cylon_drop_duplicates(self.local, keys, self.comm)
+            if out is not None:
+                return self._like(out)
+        return self._like(arrow_drop_duplicates(self.local, keys, self.comm, self.row_offset))
+
+    # -------------------------------------------------------------- concat
+    @classmethod
+    def concat(cls, tables: Sequence[GlobalTable]) -> GlobalTable:
+        """Global union of tables with equal schemas: each rank concatenates its partitions (no exchange)."""
+        tables = list(tables)
+        if not tables:
+            raise ValueError("concat needs at least one table")
+        first = tables[0]
+        for i, t in enumerate(tables[1:], 1):
+            if t.comm.size != first.comm.size:
+                raise ValueError(f"concat: table {i} lives on {t.comm.size} ranks, table 0 on {first.comm.size}")
+            if not t.local.schema.equals(first.local.schema):
+                raise SchemaError(f"concat: table {i} has schema {t.local.schema}, table 0 has {first.local.schema}")
+        return first._like(concat_local([t.local for t in tables]))
+
+    # ----------------------------------------------------------- rebalance
+    def rebalance(self: GlobalTable) -> GlobalTable:  # type: ignore[misc]
+        """Equal row counts (differing by at most one), keeping the global row order (collective)."""
+        n, p, me = self.num_rows, self.world_size, self.rank
+        out_bounds = np.array([n * r // p for r in range(p + 1)], dtype=np.int64)
+        lo = self.row_offset
+        hi = lo + self.local_num_rows
+        parts = []
+        for dst in range(p):
+            a, b = max(lo, out_bounds[dst]), min(hi, out_bounds[dst + 1])
+            parts.append(self.local.slice(int(a - lo), int(max(b - a, 0))))
+        if all(parts[d].num_rows == 0 for d in range(p) if d != me) and self.row_counts == tuple(
+            int(out_bounds[r + 1] - out_bounds[r]) for r in range(p)
+        ):
+            return self._like(self.local)
+        received = exchange_tables(parts, self.comm, "rebalance")
+        return self._like(pa.concat_tables(received))

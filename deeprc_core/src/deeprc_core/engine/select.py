@@ -1,0 +1,79 @@
+"""Which engine runs an operation, and the collective check that its inputs are usable.
+
+``engine="auto"`` picks Cylon when pycylon imports and the communicator is MPI (Cylon
+runs over MPI only), and the built-in Arrow engine otherwise. Every rank decides from
+the same facts, so every rank picks the same engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Literal
+
+import pyarrow as pa
+
+from ..comm.base import Communicator, agree
+from ..errors import SchemaError
+
+logger = logging.getLogger("deeprc.engine")
+
+Engine = Literal["auto", "cylon", "arrow"]
+ENGINES = ("auto", "cylon", "arrow")
+
+
+@lru_cache(maxsize=1)
+def pycylon_available() -> bool:
+    """True when ``import pycylon`` works in this process."""
+    try:
+        import pycylon  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_engine(engine: str, comm: Communicator, what: str) -> str:
+    """``"cylon"`` or ``"arrow"`` for ``engine`` (``auto|cylon|arrow``) on this communicator."""
+    if engine not in ENGINES:
+        raise ValueError(f"{what}: engine must be one of {ENGINES}, not {engine!r}")
+    if engine == "arrow":
+        return "arrow"
+    usable = pycylon_available() and comm.kind == "mpi"
+    if engine == "cylon":
+        if not pycylon_available():
+            from .cylon import PYCYLON_HINT
+
+            raise ImportError(f"{what}(engine='cylon'): {PYCYLON_HINT}")
+        if comm.kind != "mpi":
+            raise ValueError(f"{what}(engine='cylon') needs the MPI communicator; this job uses {comm.kind!r}")
+        return "cylon"
+    return "cylon" if usable else "arrow"
+
+
+def as_list(columns: str | Sequence[str] | None) -> list[str]:
+    """A column name or names as a list (None -> [])."""
+    if columns is None:
+        return []
+    if isinstance(columns, str):
+        return [columns]
+    return list(columns)
+
+
+def missing_columns(schema: pa.Schema, columns: Sequence[str], what: str, side: str = "") -> None:
+    """Raise SchemaError naming the ``columns`` that ``schema`` lacks."""
+    names = schema.names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        where = f" of the {side} table" if side else ""
+        raise SchemaError(f"{what}: no column(s) {missing}{where}; it has {names}")
+
+
+def validate_everywhere(comm: Communicator, what: str, check: Callable[[], None]) -> None:
+    """Run the local ``check``; if it fails on any rank, raise on every rank (never hang)."""
+    err: BaseException | None = None
+    try:
+        check()
+    except (SchemaError, ValueError, TypeError, KeyError) as exc:
+        err = exc
+    agree(comm, err, what)

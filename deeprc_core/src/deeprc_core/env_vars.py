@@ -1,0 +1,63 @@
+"""The environment variables through which the launcher and a job meet.
+
+deeprc-launch sets these on every rank; :func:`deeprc_core.detect_wiring` is their
+only reader. They are named here once, so that the launcher and the core can never
+disagree on a spelling.
+
+========================  =====================================================
+variable                  meaning
+========================  =====================================================
+DEEPRC_RANK               global rank of this process, 0-based
+DEEPRC_WORLD_SIZE         number of ranks in the job
+DEEPRC_LOCAL_RANK         rank among the ranks on this node
+DEEPRC_LOCAL_WORLD_SIZE   number of ranks on this node
+DEEPRC_NODE_RANK          index of this node, 0-based
+DEEPRC_NUM_NODES          number of nodes in the job
+DEEPRC_MASTER_ADDR        host of rank 0 (rendezvous for torch / the TCP communicator)
+DEEPRC_MASTER_PORT        port on rank 0 agreed by the launcher
+DEEPRC_HOSTS              comma-separated host of every rank, in rank order
+DEEPRC_BACKEND            wiring chosen by the launcher: nccl, gloo or mpi
+DEEPRC_COMM               communicator the core should use: local, mpi, tcp or torch
+DEEPRC_COMM_TIMEOUT       seconds any collective may wait before it fails (default 300)
+DEEPRC_RUN_ID             identifier of the launch (names log folders)
+DEEPRC_LOG_DIR            folder where the launcher keeps every rank's stdout/stderr
+========================  =====================================================
+"""
+
+from __future__ import annotations
+
+RANK = "DEEPRC_RANK"
+WORLD_SIZE = "DEEPRC_WORLD_SIZE"
+LOCAL_RANK = "DEEPRC_LOCAL_RANK"
+LOCAL_WORLD_SIZE = "DEEPRC_LOCAL_WORLD_SIZE"
+NODE_RANK = "DEEPRC_NODE_RANK"
+NUM_NODES = "DEEPRC_NUM_NODES"
+MASTER_ADDR = "DEEPRC_MASTER_ADDR"
+MASTER_PORT = "DEEPRC_MASTER_PORT"
+HOSTS = "DEEPRC_HOSTS"
+BACKEND = "DEEPRC_BACKEND"
+COMM = "DEEPRC_COMM"
+COMM_TIMEOUT = "DEEPRC_COMM_TIMEOUT"
+RUN_ID = "DEEPRC_RUN_ID"
+LOG_DIR = "DEEPRC_LOG_DIR"
+
+#: Every DEEPRC_* variable, in the order of the table above.
+ALL = (
+    RANK,
+    WORLD_SIZE,
+    LOCAL_RANK,
+    LOCAL_WORLD_SIZE,
+    NODE_RANK,
+    NUM_NODES,
+    MASTER_ADDR,
+    MASTER_PORT,
+    HOSTS,
+    BACKEND,
+    COMM,
+    COMM_TIMEOUT,
+    RUN_ID,
+    LOG_DIR,
+)
+
+#: Default seconds a collective may wait for the other ranks.
+DEFAULT_COMM_TIMEOUT = 300.0

@@ -1,0 +1,164 @@
+"""Batch plans: which local samples each rank reads, in which order, in how many batches.
+
+DDP and MultiWorkerMirroredStrategy hang or silently train wrong when ranks run
+different numbers of steps. A :class:`BatchPlan` is agreed once (one allgather of the
+per-rank sample counts) so every rank runs exactly :attr:`BatchPlan.num_batches`
+batches in every epoch. Policies for uneven partitions (``even=``):
+
+``"drop"`` (default)
+    The common number of batches is the smallest any rank can fill:
+    ``min_r ceil(n_r / B)`` (``floor`` with ``drop_last``). A rank uses at most
+    ``num_batches * B`` samples; only the samples beyond that are skipped in an epoch
+    (with shuffling, different ones each epoch). When every rank needs the same number
+    of batches (e.g. 5807/5807/5806 rows, B=64) nothing is dropped; last batches may
+    differ in size across ranks.
+``"pad"``
+    ``max_r ceil(n_r / B)`` batches; ranks that run short repeat their own samples
+    from the start of their (shuffled) order, like torch's DistributedSampler.
+    Repeated samples are marked in :attr:`Batch.padded`.
+``"rebalance"``
+    Handled before planning by :meth:`GlobalTable.rebalance` (rows move so counts
+    differ by at most one); then ``"drop"`` applies and skips at most one sample per
+    rank per epoch, and usually none.
+
+Shuffling (``shuffle=``): ``"local"`` permutes each rank's own samples with a
+generator seeded by ``(seed, epoch, rank)`` — an index permutation (4 bytes per local
+sample per epoch), no communication, no table copy. ``"global"`` (a permutation of the
+whole global table, rows exchanged) is done on the table by
+:meth:`GlobalTable.global_shuffle`; the plan then runs unshuffled over its result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .comm.base import Communicator
+from .errors import DeepRCError
+
+EvenPolicy = Literal["drop", "pad", "rebalance"]
+ShuffleMode = Literal["none", "local", "global"]
+
+EVEN_POLICIES = ("drop", "pad", "rebalance")
+SHUFFLE_MODES = ("none", "local", "global")
+
+
+def normalize_shuffle(shuffle: bool | str) -> ShuffleMode:
+    """``True`` -> ``"local"``, ``False`` -> ``"none"``; validate strings."""
+    if shuffle is True:
+        return "local"
+    if shuffle is False or shuffle is None:
+        return "none"
+    if shuffle not in SHUFFLE_MODES:
+        raise ValueError(f"shuffle={shuffle!r}: use True/False or one of {SHUFFLE_MODES}")
+    return shuffle  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    """One batch of the plan: which local samples, and which of them are padding."""
+
+    #: index of the batch within the epoch
+    number: int
+    #: local sample indices: a ``slice`` (contiguous, zero-copy) or an int64 array
+    samples: slice | np.ndarray
+    #: boolean mask of repeated (padding) samples, or None when there are none
+    padded: np.ndarray | None = None
+
+
+class BatchPlan:
+    """An agreed plan of ``num_batches`` batches per epoch on every rank (collective to build)."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        comm: Communicator,
+        *,
+        even: EvenPolicy = "drop",
+        shuffle: bool | str = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        what: str = "batch plan",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if even not in EVEN_POLICIES:
+            raise ValueError(f"even={even!r}: choose one of {EVEN_POLICIES}")
+        self.shuffle = normalize_shuffle(shuffle)
+        self.num_samples = int(num_samples)
+        self.batch_size = int(batch_size)
+        self.even = even
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self.rank = comm.rank
+        self.counts: tuple[int, ...] = tuple(int(c) for c in comm.allgather(self.num_samples))
+        total = sum(self.counts)
+        if total == 0:
+            raise DeepRCError(f"{what}: the global table has no samples on any of the {comm.size} rank(s)")
+        per_rank = [(c // self.batch_size) if self.drop_last else math.ceil(c / self.batch_size) for c in self.counts]
+        if even == "pad":
+            empty = [r for r, c in enumerate(self.counts) if c == 0]
+            if empty:
+                raise DeepRCError(
+                    f"{what}: rank(s) {empty} have no samples, so even='pad' has nothing to repeat; "
+                    "use even='rebalance' to move rows onto them"
+                )
+            self.num_batches = max(per_rank)
+        else:
+            self.num_batches = min(per_rank)
+        if self.num_batches == 0:
+            short = [r for r, n in enumerate(per_rank) if n == 0]
+            raise DeepRCError(
+                f"{what}: rank(s) {short} have fewer samples ({[self.counts[r] for r in short]}) than one batch "
+                f"({self.batch_size}{' with drop_last' if self.drop_last else ''}), so no rank could run a batch. "
+                "Use even='rebalance' (moves rows so every rank has its share), even='pad', or a smaller batch_size"
+            )
+        if even == "pad":  # every rank fills as many samples as the largest one
+            self.samples_per_epoch = self.num_batches * self.batch_size if self.drop_last else max(self.counts)
+        else:
+            self.samples_per_epoch = min(self.num_batches * self.batch_size, self.num_samples)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    @property
+    def dropped_per_epoch(self) -> int:
+        """Local samples skipped every epoch by the ``drop`` policy."""
+        return max(self.num_samples - self.samples_per_epoch, 0)
+
+    @property
+    def padded_per_epoch(self) -> int:
+        """Local samples repeated every epoch by the ``pad`` policy."""
+        return max(self.samples_per_epoch - self.num_samples, 0)
+
+    def order(self, epoch: int) -> np.ndarray | None:
+        """The local sample order of ``epoch`` (None means 0..n-1 in order)."""
+        if self.shuffle != "local":
+            return None
+        rng = np.random.default_rng([self.seed, int(epoch), self.rank])
+        # int32 where it fits: the order is the shuffle's only per-sample memory (4 bytes, not 8).
+        order = np.arange(self.num_samples, dtype=np.int32 if self.num_samples < 2**31 else np.int64)
+        rng.shuffle(order)
+        return order
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[PlannedBatch]:
+        """The batches of ``epoch`` from batch number ``start`` on (to resume mid-epoch)."""
+        order = self.order(epoch)
+        n, bs, total = self.num_samples, self.batch_size, self.samples_per_epoch
+        for b in range(max(start, 0), self.num_batches):
+            lo = b * bs
+            hi = min(lo + bs, total)
+            if hi <= n and order is None:
+                yield PlannedBatch(b, slice(lo, hi))
+                continue
+            pos = np.arange(lo, hi, dtype=np.int64)
+            padded = pos >= n
+            idx = pos % n
+            if order is not None:
+                idx = order[idx]
+            yield PlannedBatch(b, idx, padded if padded.any() else None)

@@ -1,0 +1,291 @@
+"""In-task bootstrap: ``python -m deeprc_launch.bootstrap [options] -- command...``.
+
+RADICAL-Pilot starts this once per rank (through mpirun/mpiexec/srun/flux). It
+
+1. reads the rank and world size (``RP_RANK``/``RP_RANKS``, else the MPI launcher's variables),
+2. derives every rank's host from the rank/host file RP wrote into the task sandbox or the
+   scheduler's variables (see :mod:`deeprc_launch.wiring_derivation`),
+3. agrees ports through the run folder (shared between nodes on a cluster's shared file
+   system): every rank picks a free port on its host and publishes ``rank-<r>.json``
+   (host, port, its CUDA devices); rank 0's port is the torch MASTER_PORT, all of them make
+   TF_CONFIG; every rank waits for all the others with a timeout,
+4. sets DEEPRC_* and the conventional variables, and runs the user's command with its
+   stdout/stderr going to ``<run dir>/rank-<r>.out|.err``; it forwards signals to the command's
+   process group, kills what is left of it at the end, and records ``rank-<r>.exit``.
+
+It imports no deep-learning framework and only the light parts of deeprc_core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+#: Exit code of a rank whose bootstrap failed before the user's command started.
+BOOTSTRAP_FAILED = 97
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse the bootstrap's options; everything after ``--`` is the user's command."""
+    if "--" not in argv:
+        raise SystemExit("usage: python -m deeprc_launch.bootstrap [options] -- command ...")
+    split = argv.index("--")
+    p = argparse.ArgumentParser(prog="deeprc_launch.bootstrap")
+    p.add_argument("--run-dir", required=True, help="folder for logs and port agreement (shared across nodes)")
+    p.add_argument("--run-id", default="")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--framework", default="auto")
+    p.add_argument("--gpus-per-rank", type=float, default=0.0)
+    p.add_argument("--rendezvous-timeout", type=float, default=120.0)
+    p.add_argument("--comm-timeout", type=float, default=None)
+    p.add_argument("--host", default=None, help="address every rank publishes (a local pilot uses 127.0.0.1)")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    ns = p.parse_args(argv[:split])
+    ns.command = argv[split + 1 :]
+    if not ns.command:
+        raise SystemExit("deeprc_launch.bootstrap: no command after --")
+    return ns
+
+
+def rank_and_world(env: Mapping[str, str]) -> tuple[int, int]:
+    """This rank and the world size: RP's variables first, then the launcher's, else 0 of 1."""
+    from .wiring_derivation import launcher_info
+
+    if env.get("RP_RANK", "").isdigit() and env.get("RP_RANKS", "").isdigit():
+        return int(env["RP_RANK"]), int(env["RP_RANKS"])
+    info = launcher_info(env)
+    if info.rank is not None and info.size is not None:
+        return info.rank, info.size
+    return 0, 1
+
+
+def read_launch_files(env: Mapping[str, str]) -> dict[str, str]:
+    """Texts of the rank/host/node files this rank can see (RP's task sandbox, $PBS_NODEFILE)."""
+    files: dict[str, str] = {}
+    sandbox, uid = env.get("RP_TASK_SANDBOX", ""), env.get("RP_TASK_ID", "")
+    candidates = {"rankfile": f"{sandbox}/{uid}.rf", "hostfile": f"{sandbox}/{uid}.hf"} if sandbox and uid else {}
+    if env.get("PBS_NODEFILE"):
+        candidates["nodefile"] = env["PBS_NODEFILE"]
+    for kind, path in candidates.items():
+        with contextlib.suppress(OSError):
+            files[kind] = Path(path).read_text()
+    return files
+
+
+def free_port(host: str = "") -> int:
+    """A TCP port free on this host now, whose successor is free too (the core's TCP communicator uses it)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        with socket.socket() as s2:
+            try:
+                s2.bind((host, port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free pair of ports")
+
+
+def publish(rdv: Path, rank: int, record: dict[str, object]) -> None:
+    """Write this rank's record atomically (rename), so readers never see half a file."""
+    tmp = rdv / f".rank-{rank}.json.{os.getpid()}"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, rdv / f"rank-{rank}.json")
+
+
+def gather(rdv: Path, world: int, timeout: float) -> list[dict[str, object]]:
+    """Every rank's record, waiting up to ``timeout`` seconds for the ones not yet published."""
+    deadline = time.monotonic() + timeout
+    records: list[dict[str, object] | None] = [None] * world
+    delay = 0.005
+    while True:
+        for r in range(world):
+            if records[r] is None:
+                with contextlib.suppress(OSError, ValueError):
+                    records[r] = json.loads((rdv / f"rank-{r}.json").read_text())
+        missing = [r for r, rec in enumerate(records) if rec is None]
+        if not missing:
+            return [rec for rec in records if rec is not None]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"ranks {missing} did not publish their address in {rdv} within {timeout:g}s")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.1)
+
+
+def _child_setup() -> None:
+    # Own process group (so signals reach the whole tree) and die with the bootstrap (no orphans).
+    os.setsid()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _launcher_pid() -> int | None:
+    """The process that started our parent (mpirun, orted, srun's stepd, RP's launch script); None if unknown."""
+    try:
+        stat = Path(f"/proc/{os.getppid()}/stat").read_text()
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return ppid if ppid > 1 else None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def run(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Derive the wiring, run the command, record its exit; returns the exit code."""
+    from .rank_env import build_rank_env
+    from .wiring_derivation import derive_hosts, launcher_info, node_visible_devices, resolve_layout
+
+    rank, world = rank_and_world(environ)
+    run_dir = Path(ns.run_dir)
+    rdv = run_dir / "rendezvous" / (ns.run_id or "run")  # per launch: a reused folder never mixes runs
+    rdv.mkdir(parents=True, exist_ok=True)
+    out = (run_dir / f"rank-{rank}.out").open("ab", buffering=0)
+    err = (run_dir / f"rank-{rank}.err").open("ab", buffering=0)
+    try:
+        guess = derive_hosts(environ, world, read_launch_files(environ))
+        host = ns.host or (guess[rank] if guess else socket.gethostname())
+        port = free_port(ns.host or "")
+        publish(rdv, rank, {"host": host, "port": port, "cuda": environ.get("CUDA_VISIBLE_DEVICES")})
+        records = gather(rdv, world, ns.rendezvous_timeout)
+    except Exception as exc:  # noqa: BLE001 - reported in the rank's stderr, then the rank fails
+        err.write(f"deeprc-launch bootstrap (rank {rank}): {exc}\n".encode())
+        _write_exit(run_dir, rank, BOOTSTRAP_FAILED)
+        return BOOTSTRAP_FAILED
+    hosts = [str(r["host"]) for r in records]
+    layout = resolve_layout(launcher_info(environ), hosts, rank)
+    user_env = dict(kv.split("=", 1) for kv in ns.env if "=" in kv)
+    devices = None
+    if "CUDA_VISIBLE_DEVICES" not in user_env:
+        per_rank = [r.get("cuda") for r in records]
+        devices = node_visible_devices(hosts, rank, ns.gpus_per_rank, [str(d) if d else None for d in per_rank])
+    env = dict(environ)
+    env.update(
+        build_rank_env(
+            rank=rank,
+            hosts=hosts,
+            layout=layout,
+            master_port=int(records[0]["port"]),  # type: ignore[call-overload]
+            worker_ports=[int(r["port"]) for r in records],  # type: ignore[call-overload]
+            backend=ns.backend,
+            framework=ns.framework,
+            gpus_per_rank=ns.gpus_per_rank,
+            visible_devices=devices,
+            run_id=ns.run_id,
+            log_dir=str(run_dir),
+            comm_timeout=ns.comm_timeout,
+        )
+    )
+    env.update(user_env)
+    env.setdefault("PYTHONUNBUFFERED", "1")  # rank 0's output streams live to the terminal
+    return _run_child(ns.command, env, out, err, run_dir, rank)
+
+
+def _write_exit(run_dir: Path, rank: int, code: int) -> None:
+    with contextlib.suppress(OSError):
+        (run_dir / f"rank-{rank}.exit").write_text(json.dumps({"rank": rank, "code": code, "time": time.time()}))
+
+
+def _run_child(command: list[str], env: dict[str, str], out, err, run_dir: Path, rank: int) -> int:  # noqa: ANN001
+    try:
+        child = subprocess.Popen(command, env=env, stdout=out, stderr=err, preexec_fn=_child_setup)  # noqa: PLW1509
+    except OSError as exc:
+        err.write(f"deeprc-launch bootstrap (rank {rank}): cannot start {command[0]!r}: {exc}\n".encode())
+        _write_exit(run_dir, rank, 127)
+        return 127
+    pgid = child.pid
+
+    def forward(signum: int, _frame: object) -> None:
+        _kill_group(pgid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, forward)
+    launcher = _launcher_pid()
+    while True:
+        try:
+            code = child.wait(timeout=0.5)
+            break
+        except subprocess.TimeoutExpired:
+            # RP cancels a task by killing its launch process group; mpirun (or orted, srun) can die
+            # before it forwards the signal, leaving this rank orphaned: then end the command ourselves.
+            if launcher is not None and not _alive(launcher):
+                err.write(f"deeprc-launch bootstrap (rank {rank}): launcher {launcher} is gone; stopping\n".encode())
+                _kill_group(pgid, signal.SIGTERM)
+                try:
+                    code = child.wait(timeout=3.0)
+                except subprocess.TimeoutExpired:
+                    _kill_group(pgid, signal.SIGKILL)
+                    code = child.wait()
+                break
+        except InterruptedError:
+            continue
+    # Whatever the command left in its group (data loader workers, spawned helpers) goes too.
+    if _group_alive(pgid):
+        _kill_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + 3.0
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _kill_group(pgid, signal.SIGKILL)
+    code = 128 - code if code < 0 else code
+    _write_exit(run_dir, rank, code)
+    return code
+
+
+def _light_core() -> None:
+    # deeprc_core's __init__ imports pyarrow (~0.2 s per rank); the bootstrap needs only
+    # env_vars and wiring, so register the package without running its __init__.
+    import importlib.util
+    import types
+
+    if "deeprc_core" in sys.modules:
+        return
+    spec = importlib.util.find_spec("deeprc_core")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    pkg = types.ModuleType("deeprc_core")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    pkg.__spec__ = spec
+    sys.modules["deeprc_core"] = pkg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m deeprc_launch.bootstrap``."""
+    ns = parse_args(sys.argv[1:] if argv is None else argv)
+    return run(ns, os.environ)
+
+
+if __name__ == "__main__":
+    _light_core()
+    sys.exit(main())

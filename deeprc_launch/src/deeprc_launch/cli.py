@@ -1,0 +1,295 @@
+"""``deeprc-launch``: run a script as one multi-rank RADICAL-Pilot task, or manage the pilot service.
+
+::
+
+    deeprc-launch [options] script.py [script args...]
+    deeprc-launch [options] -m module [args...]
+    deeprc-launch [options] executable [args...]
+    deeprc-launch up [resource options]     # start a pilot service that stays up
+    deeprc-launch status                    # show it
+    deeprc-launch down                      # close it
+
+See docs/launch.md for the full reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from .descriptions import (
+    JobSpec,
+    PilotSpec,
+    default_run_dir,
+    new_run_id,
+    pilot_description,
+    pilot_for_job,
+    preview_rank_envs,
+    resolve_command,
+    resolve_ranks,
+    task_description,
+)
+from .output import RunResult, follow, prepare_run_dir
+from .resources import LOCAL_RESOURCE
+from .wiring_derivation import BACKENDS, FRAMEWORKS
+
+#: Exit code after Ctrl-C (the shell's convention for SIGINT).
+EXIT_INTERRUPTED = 130
+#: Exit code when the pilot could not be started.
+EXIT_PILOT_FAILED = 75
+
+
+class Reporter:
+    """Progress lines on stderr (``-q`` silences them, ``-v`` adds detail)."""
+
+    def __init__(self, verbosity: int = 0) -> None:
+        self.verbosity = verbosity
+        self.t0 = time.monotonic()
+
+    def __call__(self, msg: str) -> None:
+        """Print one progress line."""
+        if self.verbosity >= 0:
+            print(f"[deeprc-launch {time.monotonic() - self.t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    def detail(self, msg: str) -> None:
+        """Print only with -v."""
+        if self.verbosity > 0:
+            self(msg)
+
+
+def add_resource_options(p: argparse.ArgumentParser) -> None:
+    """Options that size and place the pilot (shared by ``run`` and ``up``)."""
+    g = p.add_argument_group("pilot")
+    g.add_argument(
+        "--resource",
+        default=None,
+        help=f"RP resource, e.g. uva.rivanna, ornl.frontier (default: {LOCAL_RESOURCE}, this machine)",
+    )
+    g.add_argument("--nodes", type=int, default=None, help="nodes of the pilot / the job")
+    g.add_argument("--cores", type=int, default=None, help="cores of a local pilot (default: this machine's)")
+    g.add_argument("--gpus", type=int, default=None, help="GPUs of a local pilot (default: this machine's)")
+    g.add_argument("--queue", default=None, help="batch queue / partition")
+    g.add_argument("--project", default=None, help="allocation / account to charge")
+    g.add_argument("--walltime", type=float, default=60.0, help="pilot walltime in minutes (default 60)")
+    g.add_argument("--sandbox", default=None, help="pilot sandbox folder on the resource")
+    g.add_argument("--keep-sandbox", action="store_true", help="keep RP's sandboxes after the run")
+    g.add_argument("-v", "--verbose", action="count", default=0)
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``deeprc-launch [options] target [args...]``."""
+    p = argparse.ArgumentParser(
+        prog="deeprc-launch",
+        description="Run a Lightning, Keras, plain-torch, Cylon or MPI script as one multi-rank RADICAL-Pilot "
+        "task, every rank wired for torch.distributed, tf.distribute and MPI. "
+        "Also: 'deeprc-launch up|status|down' for a pilot service that stays up.",
+    )
+    r = p.add_argument_group("ranks")
+    r.add_argument(
+        "--ranks", "-n", type=int, default=None, help="total ranks (default: nodes x ranks-per-node, else 1)"
+    )
+    r.add_argument("--ranks-per-node", type=int, default=None)
+    r.add_argument("--gpus-per-rank", type=float, default=0.0)
+    r.add_argument("--cores-per-rank", type=int, default=1)
+    add_resource_options(p)
+    w = p.add_argument_group("wiring")
+    w.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: nccl with GPUs, else gloo")
+    w.add_argument("--framework", choices=FRAMEWORKS, default="auto", help="which variables to set (auto: all)")
+    w.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra variable for every rank")
+    b = p.add_argument_group("behaviour")
+    b.add_argument("--timeout", type=float, default=None, help="seconds before the task is cancelled")
+    b.add_argument(
+        "--dry-run", action="store_true", help="print descriptions and every rank's environment; start nothing"
+    )
+    b.add_argument("--prefix", action="store_true", help="prefix rank 0's streamed lines with [rank 0]")
+    b.add_argument(
+        "--log-dir", default=None, help="folder for every rank's stdout/stderr (default ~/.deeprc/runs/<id>)"
+    )
+    b.add_argument("--python", default=None, help="interpreter on the resource (default: this one)")
+    b.add_argument("--no-service", action="store_true", help="start an own pilot even if a service is up")
+    b.add_argument("-m", dest="module", default=None, help="run a module (python -m MODULE)")
+    p.add_argument("target", nargs="?", help="script.py, or an executable")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the script")
+    return p
+
+
+def split_argv(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split at the script: ``(launcher options, [target or -m module, script args...])``.
+
+    Everything after the script belongs to the script, even when it looks like our options.
+    """
+    takes_value = {s for a in parser._actions if a.nargs != 0 for s in a.option_strings}
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return argv[:i], argv[i + 1 :]
+        if a == "-m" or not a.startswith("-"):
+            return argv[:i], argv[i:]
+        i += 2 if (a in takes_value and "=" not in a) else 1
+    return argv, []
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse the run form of the command line."""
+    p = build_parser()
+    opts, rest = split_argv(p, argv)
+    ns = p.parse_args(opts)
+    if rest and rest[0] == "-m":
+        if len(rest) < 2:
+            p.error("-m needs a module name")
+        ns.module, ns.target, ns.args = rest[1], rest[1], rest[2:]
+    elif rest:
+        ns.target, ns.args = rest[0], rest[1:]
+    if not ns.target:
+        p.error("give a script, -m module or an executable to run")
+    return ns
+
+
+def job_from_args(ns: argparse.Namespace) -> tuple[JobSpec, PilotSpec]:
+    """The job and pilot a parsed command line asks for."""
+    env = {}
+    for kv in ns.env:
+        if "=" not in kv:
+            raise SystemExit(f"deeprc-launch: --env {kv!r} is not KEY=VALUE")
+        k, v = kv.split("=", 1)
+        env[k] = v
+    ranks = resolve_ranks(ns.ranks, ns.nodes, ns.ranks_per_node)
+    run_id = new_run_id("run")
+    python = ns.python or sys.executable
+    job = JobSpec(
+        command=resolve_command(ns.target, list(ns.args), module=bool(ns.module), python=python),
+        ranks=ranks,
+        ranks_per_node=ns.ranks_per_node,
+        cores_per_rank=ns.cores_per_rank,
+        gpus_per_rank=ns.gpus_per_rank,
+        backend=ns.backend,
+        framework=ns.framework,
+        env=env,
+        timeout=ns.timeout,
+        run_id=run_id,
+        run_dir=os.path.abspath(ns.log_dir) if ns.log_dir else default_run_dir(run_id),
+        python=python,
+        name=os.path.basename(ns.target),
+    )
+    pilot = PilotSpec(
+        resource=ns.resource or LOCAL_RESOURCE,
+        nodes=ns.nodes,
+        cores=ns.cores,
+        gpus=ns.gpus,
+        queue=ns.queue,
+        project=ns.project,
+        walltime=ns.walltime,
+        sandbox=ns.sandbox,
+    )
+    return job, pilot_for_job(pilot, job)
+
+
+def dry_run(job: JobSpec, pilot: PilotSpec) -> int:
+    """Print the pilot and task descriptions and each rank's environment; submit nothing."""
+    out: dict[str, Any] = {
+        "pilot_description": pilot_description(pilot),
+        "task_description": task_description(job, pilot.resource),
+        "rank_environments": preview_rank_envs(job, pilot),
+        "logs": job.run_dir,
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def report(result: RunResult, rep: Reporter) -> int:
+    """Print where the logs are and, on failure, which ranks failed with their stderr tails."""
+    rep(f"logs of every rank: {result.run_dir}/rank-<r>.out|.err")
+    if not result.ok:
+        print(result.summary(), file=sys.stderr, flush=True)
+    return result.exit_code
+
+
+def run_own_pilot(job: JobSpec, pilot: PilotSpec, ns: argparse.Namespace, rep: Reporter) -> int:
+    """Start a pilot, run the job in it, close it."""
+    from .session import PilotError, PilotSession
+
+    sess = PilotSession(pilot, progress=rep, keep_sandbox=ns.keep_sandbox, verbose=ns.verbose > 0)
+    task: Any = None
+    seen: set[str] = set()
+
+    def on_state(t: Any, state: str) -> None:
+        if task is not None and t.uid == task.uid and state not in seen:
+            seen.add(state)
+            if state == "AGENT_EXECUTING":
+                rep(f"task {t.uid} running on {job.ranks} rank(s)")
+            elif state in ("DONE", "FAILED", "CANCELED"):
+                rep(f"task {t.uid} {state.lower()}")
+            else:
+                rep.detail(f"task {t.uid} {state}")
+
+    # Ctrl-C must reach us as KeyboardInterrupt, also while RP's threads hold the signal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        try:
+            sess.start()
+        except PilotError as exc:
+            print(f"deeprc-launch: {exc}", file=sys.stderr)
+            return EXIT_PILOT_FAILED
+        sess.on_task_state(on_state)
+        prepare_run_dir(job.run_dir)
+        task = sess.submit([task_description(job, pilot.resource)])[0]
+
+        def get_state() -> tuple[str, int | None, str]:
+            return str(task.state), task.exit_code, str(task.stderr or "")
+
+        result = follow(job.run_dir, job.ranks, get_state, lambda: sess.cancel([task.uid]), prefix=ns.prefix)
+        return report(result, rep)
+    except KeyboardInterrupt:
+        rep("interrupted: cancelling the task and closing the session")
+        if task is not None:
+            try:
+                sess.cancel([task.uid])
+                t_end = time.monotonic() + 15
+                while str(task.state) not in ("DONE", "FAILED", "CANCELED") and time.monotonic() < t_end:
+                    time.sleep(0.1)
+            except Exception:  # noqa: BLE001 - closing the session below kills what is left
+                pass
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the shutdown
+        t0 = time.monotonic()
+        sess.close()
+        rep.detail(f"session closed in {time.monotonic() - t0:.1f}s")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``deeprc-launch`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("up", "status", "down"):
+        from .service import service_main
+
+        return service_main(argv)
+    ns = parse(argv)
+    rep = Reporter(-1 if ns.quiet else ns.verbose)
+    try:
+        job, pilot = job_from_args(ns)
+    except ValueError as exc:
+        print(f"deeprc-launch: {exc}", file=sys.stderr)
+        return 2
+    if ns.dry_run:
+        return dry_run(job, pilot)
+    if not ns.no_service and ns.resource is None:
+        from .service import ServiceClient
+
+        client = ServiceClient.connect()
+        if client is not None:
+            rep(f"submitting to the running pilot service ({client.socket_path})")
+            return client.run(job, ns, rep)
+    return run_own_pilot(job, pilot, ns, rep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

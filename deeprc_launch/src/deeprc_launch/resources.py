@@ -1,0 +1,163 @@
+"""Resources: the local pilot sized to this machine, and what RP knows about clusters.
+
+RP's own ``local.localhost`` pretends to have 8 cores and 1 GPU; ranks placed on cores that do
+not exist fail with exit 1 and an empty stderr. deeprc-launch therefore writes its own resource
+``deeprc.local`` (real core and GPU counts, FORK for one rank, MPIRUN for more) into a config
+folder it owns and points ``RADICAL_CONFIG_USER_DIR`` at it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Name of the local resource deeprc-launch writes (site ``deeprc``, resource ``local``).
+LOCAL_RESOURCE = "deeprc.local"
+
+#: Environment every local pilot and its tasks get: loopback only, and Open MPI allowed as root.
+LOCAL_MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_btl_tcp_if_include": "lo",
+    "OMPI_MCA_oob_tcp_if_include": "lo",
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+    # Tasks share the machine's cores (several pipelines at once): do not pin ranks to cores.
+    "OMPI_MCA_hwloc_base_binding_policy": "none",
+}
+
+
+def deeprc_home() -> Path:
+    """Folder for deeprc-launch's own state (configs, logs, the service socket): ``$DEEPRC_HOME`` or ``~/.deeprc``."""
+    return Path(os.environ.get("DEEPRC_HOME") or Path.home() / ".deeprc")
+
+
+def local_gpus() -> int:
+    """Number of NVIDIA GPUs this machine has (0 when none or unknown)."""
+    proc = Path("/proc/driver/nvidia/gpus")
+    try:
+        return len(list(proc.iterdir())) if proc.is_dir() else 0
+    except OSError:
+        return 0
+
+
+def local_cores() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def local_resource_config(cores: int | None = None, gpus: int | None = None) -> dict[str, Any]:
+    """The ``deeprc.local`` resource entry: this machine's cores and GPUs, loopback, MPIRUN for many ranks."""
+    return {
+        "description": "This machine, sized to its real cores and GPUs (written by deeprc-launch).",
+        "default_schema": "local",
+        "schemas": {"local": {"job_manager_endpoint": "fork://localhost", "filesystem_endpoint": "file://localhost"}},
+        "default_remote_workdir": "$HOME",
+        "resource_manager": "FORK",
+        "agent_config": "default",
+        "agent_scheduler": "CONTINUOUS",
+        "agent_spawner": "POPEN",
+        "launch_methods": {"order": ["FORK", "MPIRUN"], "FORK": {}, "MPIRUN": {}},
+        "rp_version": "installed",
+        "virtenv_mode": "local",
+        "python_dist": "default",
+        "cores_per_node": cores or local_cores(),
+        "gpus_per_node": local_gpus() if gpus is None else gpus,
+        "lfs_path_per_node": "/tmp",
+        "lfs_size_per_node": 1024,
+        "mem_per_node": 4096,
+        "fake_resources": True,
+        "pre_bootstrap_0": [f"export {k}={v}" for k, v in LOCAL_MPI_ENV.items()],
+        "system_architecture": {"oversubscribe": True},
+    }
+
+
+def write_local_config(cores: int | None = None, gpus: int | None = None, home: Path | None = None) -> Path:
+    """Write ``resource_deeprc.json`` and return the folder to use as ``RADICAL_CONFIG_USER_DIR``."""
+    base = (home or deeprc_home()) / "radical"
+    cfg_dir = base / ".radical" / "pilot" / "configs"
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    path = cfg_dir / "resource_deeprc.json"
+    text = json.dumps({"local": local_resource_config(cores, gpus)}, indent=2)
+    if not path.exists() or path.read_text() != text:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return base
+
+
+def is_local(resource: str) -> bool:
+    """True for resources that run on this machine (the default and RP's local.* ones)."""
+    return resource == LOCAL_RESOURCE or resource.startswith("local.")
+
+
+def _strip_comments(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+def _rp_config_dir() -> Path | None:
+    spec = importlib.util.find_spec("radical.pilot")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "configs"
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    """What RP's resource config says about one cluster."""
+
+    name: str
+    cores_per_node: int | None
+    gpus_per_node: int | None
+    default_queue: str | None
+    launch_methods: tuple[str, ...]
+    schemas: tuple[str, ...]
+
+
+def resource_info(resource: str) -> ResourceInfo | None:
+    """RP's description of ``site.name`` (e.g. ``ornl.frontier``), or None when RP does not know it."""
+    if "." not in resource:
+        return None
+    site, name = resource.split(".", 1)
+    if resource == LOCAL_RESOURCE:
+        cfg = local_resource_config()
+    else:
+        cfg_dir = _rp_config_dir()
+        if cfg_dir is None or not (cfg_dir / f"resource_{site}.json").is_file():
+            return None
+        try:
+            cfg = json.loads(_strip_comments((cfg_dir / f"resource_{site}.json").read_text())).get(name)
+        except ValueError:
+            return None
+        if cfg is None:
+            return None
+    schemas = cfg.get("schemas", {})
+    return ResourceInfo(
+        resource,
+        cfg.get("cores_per_node"),
+        cfg.get("gpus_per_node"),
+        cfg.get("default_queue"),
+        tuple(cfg.get("launch_methods", {}).get("order", ())),
+        tuple(schemas) if isinstance(schemas, (dict, list)) else (),
+    )
+
+
+def known_resources() -> list[str]:
+    """Every ``site.name`` in RP's resource configs (for ``--resource`` help and errors)."""
+    cfg_dir = _rp_config_dir()
+    names = [LOCAL_RESOURCE]
+    if cfg_dir is None:
+        return names
+    for path in sorted(cfg_dir.glob("resource_*.json")):
+        site = path.stem[len("resource_") :]
+        try:
+            names.extend(f"{site}.{n}" for n in json.loads(_strip_comments(path.read_text())))
+        except ValueError:
+            continue
+    return names

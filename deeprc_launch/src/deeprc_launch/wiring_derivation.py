@@ -1,0 +1,280 @@
+"""Pure derivation of hosts, local ranks and node ranks from launcher variables and rank files.
+
+RADICAL-Pilot gives every rank only ``RP_RANK``/``RP_RANKS``. Everything else a framework needs
+(local rank, node rank, the host of rank 0, every rank's host) comes from the MPI launcher or
+scheduler underneath (Open MPI, MPICH/Hydra, SLURM ``srun``, Cray PALS, Flux) and from the rank
+or host file RP writes into the task sandbox. The functions here only read what they are given
+(an environment mapping and file texts) so that they can be unit-tested with fabricated inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+Env = Mapping[str, str]
+
+#: Choices of ``--backend`` (auto: nccl with GPUs, else gloo) and ``--framework``.
+BACKENDS = ("auto", "nccl", "gloo", "mpi")
+FRAMEWORKS = ("auto", "torch", "tf", "none")
+
+
+@dataclass(frozen=True)
+class LauncherInfo:
+    """What the launcher underneath tells one rank about itself (None: not said)."""
+
+    kind: str
+    rank: int | None = None
+    size: int | None = None
+    local_rank: int | None = None
+    local_size: int | None = None
+    node_rank: int | None = None
+
+
+def _int(env: Env, name: str) -> int | None:
+    raw = env.get(name, "")
+    return int(raw) if raw.strip().lstrip("-").isdigit() else None
+
+
+def _first(env: Env, *names: str) -> int | None:
+    for name in names:
+        value = _int(env, name)
+        if value is not None:
+            return value
+    return None
+
+
+def launcher_info(env: Env) -> LauncherInfo:
+    """Identify the launcher from its variables and read rank/local rank/node rank from them."""
+    if "OMPI_COMM_WORLD_RANK" in env:
+        return LauncherInfo(
+            "openmpi",
+            _int(env, "OMPI_COMM_WORLD_RANK"),
+            _int(env, "OMPI_COMM_WORLD_SIZE"),
+            _int(env, "OMPI_COMM_WORLD_LOCAL_RANK"),
+            _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE"),
+            _int(env, "OMPI_COMM_WORLD_NODE_RANK"),
+        )
+    if "PALS_RANKID" in env:
+        return LauncherInfo(
+            "pals",
+            _int(env, "PALS_RANKID"),
+            _first(env, "PMI_SIZE", "PALS_SIZE"),
+            _int(env, "PALS_LOCAL_RANKID"),
+            _first(env, "PALS_LOCAL_SIZE", "PMI_LOCAL_SIZE"),
+            _int(env, "PALS_NODEID"),
+        )
+    if "FLUX_TASK_RANK" in env:
+        return LauncherInfo(
+            "flux",
+            _int(env, "FLUX_TASK_RANK"),
+            _int(env, "FLUX_JOB_SIZE"),
+            _int(env, "FLUX_TASK_LOCAL_ID"),
+            _int(env, "FLUX_TASK_LOCAL_SIZE"),
+            None,
+        )
+    if "PMI_RANK" in env or "MPI_LOCALRANKID" in env:
+        return LauncherInfo(
+            "hydra",
+            _int(env, "PMI_RANK"),
+            _int(env, "PMI_SIZE"),
+            _int(env, "MPI_LOCALRANKID"),
+            _int(env, "MPI_LOCALNRANKS"),
+            None,
+        )
+    if "SLURM_PROCID" in env and ("SLURM_STEP_ID" in env or "SLURM_STEPID" in env):
+        per_node = slurm_tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", ""))
+        node = _int(env, "SLURM_NODEID")
+        local_size = per_node[node] if per_node and node is not None and node < len(per_node) else None
+        return LauncherInfo(
+            "slurm",
+            _int(env, "SLURM_PROCID"),
+            _first(env, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"),
+            _int(env, "SLURM_LOCALID"),
+            local_size,
+            node,
+        )
+    return LauncherInfo("none")
+
+
+def expand_slurm_nodelist(nodelist: str) -> list[str]:
+    """Expand a SLURM host list such as ``nid[001-003,007],login1`` into host names, in order."""
+    hosts: list[str] = []
+    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", nodelist):
+        m = re.fullmatch(r"([^\[]*)\[([^\]]*)\](.*)", part)
+        if not m:
+            hosts.append(part)
+            continue
+        prefix, ranges, suffix = m.groups()
+        for item in ranges.split(","):
+            if "-" in item:
+                lo, hi = item.split("-", 1)
+                width = len(lo)
+                hosts.extend(f"{prefix}{i:0{width}d}{suffix}" for i in range(int(lo), int(hi) + 1))
+            else:
+                hosts.append(f"{prefix}{item}{suffix}")
+    return hosts
+
+
+def slurm_tasks_per_node(spec: str) -> list[int]:
+    """Expand SLURM's ``2(x3),1`` tasks-per-node notation into ``[2, 2, 2, 1]``."""
+    counts: list[int] = []
+    for item in filter(None, spec.split(",")):
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", item.strip())
+        if not m:
+            return []
+        counts.extend([int(m.group(1))] * int(m.group(2) or 1))
+    return counts
+
+
+def parse_rankfile(text: str) -> list[str]:
+    """Hosts by rank from an Open MPI rank file (``rank 0=node1 slots=0,1``), as RP's MPIEXEC writes."""
+    entries: dict[int, str] = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*rank\s+(\d+)\s*=\s*(\S+)", line)
+        if m:
+            entries[int(m.group(1))] = m.group(2)
+    return [entries[r] for r in range(len(entries))] if set(entries) == set(range(len(entries))) else []
+
+
+def parse_hostfile(text: str) -> list[tuple[str, int | None]]:
+    """``(host, slots)`` pairs from a host file: ``host``, ``host slots=N`` (Open MPI) or ``host:N`` (Hydra)."""
+    entries: list[tuple[str, int | None]] = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.fullmatch(r"(\S+?)(?::(\d+)|\s+slots\s*=\s*(\d+).*)?", line)
+        if not m:
+            continue
+        slots = m.group(2) or m.group(3)
+        entries.append((m.group(1), int(slots) if slots else None))
+    return entries
+
+
+def hosts_from_hostfile(entries: Sequence[tuple[str, int | None]], world: int, ppn: int | None = None) -> list[str]:
+    """Hosts by rank for ranks placed block-wise over a host file (the placement RP asks for).
+
+    Entries without a slot count get ``ppn`` ranks (or an even share of ``world``). A plain
+    host file that lists one line per rank (repeats) is taken as is.
+    """
+    if not entries:
+        return []
+    if all(s is None for _, s in entries) and len(entries) == world:
+        return [h for h, _ in entries]
+    share = ppn or math.ceil(world / len(entries))
+    hosts: list[str] = []
+    for host, slots in entries:
+        hosts.extend([host] * (slots if slots is not None else share))
+    return hosts[:world] if len(hosts) >= world else []
+
+
+def slurm_hosts(env: Env, world: int) -> list[str]:
+    """Hosts by rank inside an ``srun`` step (block distribution over the step's node list)."""
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "")
+    per_node = slurm_tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", ""))
+    nodes = expand_slurm_nodelist(nodelist) if nodelist else []
+    if not nodes:
+        return []
+    if not per_node:
+        per_node = [math.ceil(world / len(nodes))] * len(nodes)
+    if len(per_node) == 1 and len(nodes) > 1:
+        per_node = per_node * len(nodes)
+    hosts = [h for h, n in zip(nodes, per_node, strict=False) for _ in range(n)]
+    return hosts[:world] if len(hosts) >= world else []
+
+
+def derive_hosts(env: Env, world: int, files: Mapping[str, str]) -> list[str]:
+    """Hosts by rank from what the job can see, or ``[]`` when nothing says.
+
+    ``files`` maps file kinds to their text: ``"rankfile"`` (RP's ``<task>.rf``),
+    ``"hostfile"`` (RP's ``<task>.hf``, also the PALS host file) and ``"nodefile"``
+    (``$PBS_NODEFILE``). Order: an explicit ``DEEPRC_HOSTS``-style list in ``files["hosts"]``,
+    the rank file, the host file, SLURM's step variables, then the PBS node file (PALS).
+    """
+    if files.get("hosts"):
+        hosts = [h for h in files["hosts"].split(",") if h]
+        if len(hosts) == world:
+            return hosts
+    if files.get("rankfile"):
+        hosts = parse_rankfile(files["rankfile"])
+        if len(hosts) == world:
+            return hosts
+    info = launcher_info(env)
+    ppn = info.local_size if info.kind == "pals" else None
+    if files.get("hostfile"):
+        hosts = hosts_from_hostfile(parse_hostfile(files["hostfile"]), world, ppn)
+        if hosts:
+            return hosts
+    if info.kind == "slurm":
+        hosts = slurm_hosts(env, world)
+        if hosts:
+            return hosts
+    if files.get("nodefile"):
+        # PBS lists a node once per slot or once per node; collapse repeats and place block-wise.
+        nodes = list(dict.fromkeys(h for h, _ in parse_hostfile(files["nodefile"])))
+        hosts = hosts_from_hostfile([(n, None) for n in nodes], world, ppn)
+        if hosts:
+            return hosts
+    return []
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one rank sits, derived from every rank's host."""
+
+    local_rank: int
+    local_size: int
+    node_rank: int
+    num_nodes: int
+
+
+def layout_from_hosts(hosts: Sequence[str], rank: int) -> Layout:
+    """Local rank/size and node rank of ``rank``; nodes are numbered in order of first appearance."""
+    nodes = list(dict.fromkeys(hosts))
+    mine = hosts[rank]
+    local_rank = sum(1 for h in hosts[:rank] if h == mine)
+    return Layout(local_rank, sum(1 for h in hosts if h == mine), nodes.index(mine), len(nodes))
+
+
+def resolve_layout(info: LauncherInfo, hosts: Sequence[str], rank: int) -> Layout:
+    """The launcher's own local rank/size where it gives them, else what the hosts imply."""
+    derived = layout_from_hosts(hosts, rank)
+    local_rank = info.local_rank if info.local_rank is not None else derived.local_rank
+    local_size = info.local_size if info.local_size is not None else derived.local_size
+    if not 0 <= local_rank < local_size:
+        local_rank, local_size = derived.local_rank, derived.local_size
+    return Layout(local_rank, local_size, derived.node_rank, derived.num_nodes)
+
+
+def tf_config(workers: Sequence[str], index: int) -> str:
+    """TF_CONFIG for a MultiWorkerMirroredStrategy worker: every worker's own ``host:port``."""
+    return json.dumps({"cluster": {"worker": list(workers)}, "task": {"type": "worker", "index": index}})
+
+
+def node_visible_devices(
+    hosts: Sequence[str], rank: int, gpus_per_rank: float, per_rank_devices: Sequence[str | None]
+) -> str:
+    """CUDA_VISIBLE_DEVICES for ``rank``: the devices of every rank on its node, in local-rank order.
+
+    That keeps torchrun's convention (each rank uses device ``LOCAL_RANK * gpus_per_rank`` of
+    what it sees) while honouring the devices the pilot assigned. ``per_rank_devices`` holds
+    what the pilot set for each rank (None: nothing); without it devices are numbered from 0.
+    ``gpus_per_rank == 0`` hides every GPU.
+    """
+    if gpus_per_rank <= 0:
+        return ""
+    mine = hosts[rank]
+    on_node = [r for r, h in enumerate(hosts) if h == mine]
+    if all(per_rank_devices[r] for r in on_node):
+        devices: list[str] = []
+        for r in on_node:
+            for d in str(per_rank_devices[r]).split(","):
+                if d and d not in devices:
+                    devices.append(d)
+        return ",".join(devices)
+    count = max(1, math.ceil(gpus_per_rank * len(on_node)))
+    return ",".join(str(i) for i in range(count))

@@ -1,0 +1,254 @@
+"""The DataModule logic, shared by the ``lightning`` and ``pytorch_lightning`` flavours.
+
+:class:`DataModuleLogic` is a mixin; :mod:`deeprc_torch.lit` and :mod:`deeprc_torch.pl`
+combine it with each package's ``LightningDataModule``. It resolves sources in
+``setup()`` (on every rank, after Lightning initialised the process group, so tables use
+the torch communicator), builds one :class:`deeprc_core.TableBatches` per split and
+hands out :class:`~deeprc_torch.loader.DeepRCDataLoader` objects.
+
+Sharding: each loader yields only this rank's batches of an agreed plan, so every
+rank runs the same number of batches. The loaders are iterable, so Lightning never
+adds a DistributedSampler: ``use_distributed_sampler`` may stay at its default.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from deeprc_core import GlobalTable, TableBatches
+
+from .loaders import BatchStream, DeepRCDataLoader, Transform, check_resumable, warn_dropped
+from .sources import Source, resolve, split_table
+from .tensors import ReadOnlyPolicy
+
+# Lightning warns about any IterableDataset with __len__; ours is exact on every rank and with workers.
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+
+Split = Literal["train", "val", "test", "predict"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test", "predict")
+_STAGE_SPLITS: dict[str | None, tuple[Split, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("predict",),
+    None: SPLITS,
+}
+
+
+def numpy_dtype(dtype: Any) -> np.dtype:
+    """A numpy dtype from a torch dtype, numpy dtype or name."""
+    if isinstance(dtype, torch.dtype):
+        return np.dtype(str(dtype).removeprefix("torch."))
+    return np.dtype(dtype)
+
+
+class DataModuleLogic:
+    """Everything DeepRCDataModule does (a mixin before ``LightningDataModule``).
+
+    Parameters:
+        source, val, test, predict: a :class:`deeprc_core.GlobalTable`, a path (Parquet file or
+            folder, CSV, Arrow IPC) or a function returning a GlobalTable, called in ``setup()`` on
+            every rank (preprocessing runs inside the job, per rank).
+        features, target: column name(s); several columns are packed once (one counted copy),
+            one ``fixed_size_list`` column is used as is. ``target=None``: batches are ``x`` only.
+        batch_size: samples per batch on each rank (``eval_batch_size`` for val/test/predict).
+        split: ``(train, val[, test])`` fractions of ``source`` by global row order, or at random
+            with ``seed`` when ``split_random``.
+        shuffle: ``True`` (each rank permutes its own samples per epoch), ``"global"`` (rows move
+            across ranks every epoch) or ``False``; val/test/predict are never shuffled.
+        seed: shuffles and random splits depend only on it and the epoch.
+        even: ``"drop"``, ``"pad"`` or ``"rebalance"``: how uneven partitions still give every rank
+            the same number of batches (see :mod:`deeprc_core.plan`).
+        window: ``(input_len, horizon[, stride])`` or a :class:`deeprc_core.Window`: batches are
+            ``(B, input_len, F)`` -> ``(B, horizon, T)`` strided views.
+        pin_memory, prefetch: on a CUDA device (``"auto"``), batches go through pinned memory and
+            non-blocking copies on a side stream, ``prefetch`` batches ahead of compute.
+        num_workers: DataLoader worker processes (batches then cross process boundaries: copies).
+        transform: ``f(x, y) -> (x, y)`` applied to each batch's tensors.
+        return_index: batches are ``(x, y, index)`` with the samples' global row ids;
+            ``as_dict``: ``{"x", "y", "index"[, "padded"]}`` instead.
+        dtype: of x and y (float32 by default).
+        readonly: ``"share"`` (default) or ``"copy"`` for batches over read-only memory.
+
+    Shapes (B batch, F features, T targets): ``x`` is ``(B, F)`` (``(B,)`` for one scalar column),
+    ``y`` ``(B, T)`` (``(B,)`` for one target column); with ``window``, ``(B, input_len, F)`` and
+    ``(B, horizon, T)``.
+    """
+
+    trainer: Any
+
+    def __init__(
+        self,
+        source: Source | None,
+        features: str | Sequence[str],
+        target: str | Sequence[str] | None,
+        batch_size: int,
+        *,
+        val: Source | None = None,
+        test: Source | None = None,
+        predict: Source | None = None,
+        split: Sequence[float] | None = None,
+        split_random: bool = False,
+        shuffle: bool | str = True,
+        seed: int = 0,
+        even: str = "drop",
+        window: Any = None,
+        drop_last: bool = False,
+        pin_memory: bool | Literal["auto"] = "auto",
+        prefetch: int = 2,
+        num_workers: int = 0,
+        transform: Transform | None = None,
+        return_index: bool = False,
+        as_dict: bool = False,
+        dtype: Any = torch.float32,
+        eval_batch_size: int | None = None,
+        readonly: ReadOnlyPolicy = "share",
+    ) -> None:
+        super().__init__()
+        if split is not None and (val is not None or test is not None):
+            raise ValueError("give either split= or val=/test=, not both")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.sources: dict[Split, Source | None] = {"train": source, "val": val, "test": test, "predict": predict}
+        self.features, self.target = features, target
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.split, self.split_random = split, split_random
+        self.shuffle, self.seed, self.even = shuffle, int(seed), even
+        self.window, self.drop_last = window, drop_last
+        self.pin_memory, self.prefetch, self.num_workers = pin_memory, int(prefetch), int(num_workers)
+        self.transform, self.return_index, self.as_dict = transform, return_index, as_dict
+        self.dtype = numpy_dtype(dtype)
+        self.readonly = readonly
+        self.tables: dict[Split, GlobalTable] = {}
+        self.batches: dict[Split, TableBatches] = {}
+        self._train_loader: DeepRCDataLoader | None = None
+        self._pending_state: dict[str, Any] | None = None
+        self._epoch: int | None = None
+
+    # ---------------------------------------------------------------- setup
+    def _resolve_tables(self, wanted: Sequence[Split]) -> None:
+        if self.split is not None and "train" not in self.tables:
+            if self.sources["train"] is None:
+                raise ValueError("split= needs a source")
+            whole = resolve(self.sources["train"], "DeepRCDataModule source")  # type: ignore[arg-type]
+            for name, part in zip(
+                ("train", "val", "test"), split_table(whole, self.split, self.split_random, self.seed)
+            ):
+                self.tables[name] = part  # type: ignore[index]
+        for name in wanted:
+            src = self.sources[name]
+            if name not in self.tables and src is not None:
+                self.tables[name] = resolve(src, f"DeepRCDataModule {name}")
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read/prepare the tables of ``stage`` on every rank and agree their batch plans (collective)."""
+        wanted = _STAGE_SPLITS.get(stage, SPLITS)
+        self._resolve_tables(wanted)
+        for name in wanted:
+            if name in self.tables and name not in self.batches:
+                self.batches[name] = self._make_batches(name, self.tables[name])
+
+    def _make_batches(self, name: Split, table: GlobalTable) -> TableBatches:
+        target = self.target
+        if name == "predict" and target is not None:
+            names = [target] if isinstance(target, str) else list(target)
+            if any(c not in table.column_names for c in names):
+                target = None  # prediction data may come without targets
+        train = name == "train"
+        batches = TableBatches(
+            table,
+            self.features,
+            target,
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=self.shuffle if train else False,
+            seed=self.seed,
+            even=self.even,  # type: ignore[arg-type]
+            drop_last=self.drop_last if train else False,
+            window=self.window,
+            dtype=self.dtype,
+            what=f"DeepRCDataModule {name}",
+        )
+        warn_dropped(batches, f"DeepRCDataModule {name}")
+        return batches
+
+    # ---------------------------------------------------------- dataloaders
+    def _device(self) -> torch.device | None:
+        trainer = getattr(self, "trainer", None)
+        device = getattr(getattr(trainer, "strategy", None), "root_device", None)
+        return device if isinstance(device, torch.device) else None
+
+    def _loader(self, name: Split) -> DeepRCDataLoader | list[Any]:
+        if name not in self.batches:
+            if self.sources[name] is None and not (self.split is not None and name != "predict"):
+                return []  # Lightning skips a stage whose loader is empty
+            self.setup({"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[name])
+            if name not in self.batches:
+                return []
+        device = self._device()
+        cuda = device is not None and device.type == "cuda"
+        pin = cuda if self.pin_memory == "auto" else bool(self.pin_memory) and cuda
+        stream = BatchStream(
+            self.batches[name],
+            return_index=self.return_index,
+            as_dict=self.as_dict,
+            transform=self.transform,
+            readonly=self.readonly,
+        )
+        return DeepRCDataLoader(
+            stream, num_workers=self.num_workers, device=device if pin else None, pin_memory=pin, prefetch=self.prefetch
+        )
+
+    def train_dataloader(self) -> DeepRCDataLoader | list[Any]:
+        """This rank's training batches (shuffled per epoch; resumable)."""
+        loader = self._loader("train")
+        if isinstance(loader, DeepRCDataLoader):
+            if self._pending_state is not None:
+                loader.load_state_dict(self._pending_state)
+                self._pending_state = None
+            elif self._epoch is not None:
+                loader.set_epoch(self._epoch)
+            self._train_loader = loader
+        return loader
+
+    def val_dataloader(self) -> DeepRCDataLoader | list[Any]:
+        """This rank's validation batches (in order), or ``[]`` without validation data."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DeepRCDataLoader | list[Any]:
+        """This rank's test batches (in order), or ``[]`` without test data."""
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DeepRCDataLoader | list[Any]:
+        """This rank's prediction batches (in order; targets only if the table has them)."""
+        return self._loader("predict")
+
+    # ------------------------------------------------------ epochs, resume
+    def set_epoch(self, epoch: int) -> None:
+        """Select the training epoch (its shuffle); Lightning does this itself every epoch."""
+        self._epoch = int(epoch)
+        if self._train_loader is not None:
+            self._train_loader.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Training position ``{epoch, batch, seed, ...}`` (Lightning stores it in checkpoints)."""
+        if self._train_loader is not None:
+            return {"train": self._train_loader.state_dict()}
+        return {"train": self._pending_state} if self._pending_state else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume: the next training epoch yields exactly the batches not seen before the checkpoint."""
+        state = state_dict.get("train")
+        if not state:
+            return
+        if "train" in self.batches:
+            check_resumable(state, self.batches["train"])
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(state)
+        else:
+            self._pending_state = dict(state)

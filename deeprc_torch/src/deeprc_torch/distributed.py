@@ -1,0 +1,98 @@
+"""Process-group setup from the core's wiring, for plain PyTorch loops and the Lightning classes.
+
+The rendezvous address and port come from the wiring (MASTER_ADDR/PORT or DEEPRC_*).
+Under ``mpirun`` or ``srun`` neither may be set: then rank 0's host name and a free port
+are broadcast once through the core's communicator (MPI), so the same script runs under
+every launcher without extra flags.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from deeprc_core import Wiring, WiringError, detect_wiring, env_vars, get_communicator
+
+#: Default process-group timeout: long enough for slow steps, short enough to notice a dead rank.
+DEFAULT_PG_TIMEOUT = timedelta(minutes=5)
+
+_resolved: dict[str, tuple[str, int]] = {}
+
+
+def pg_timeout(timeout: float | timedelta | None = None) -> timedelta:
+    """``timeout`` as a timedelta; None means DEEPRC_COMM_TIMEOUT when set, else 5 minutes."""
+    if isinstance(timeout, timedelta):
+        return timeout
+    if timeout is not None:
+        return timedelta(seconds=float(timeout))
+    raw = os.environ.get(env_vars.COMM_TIMEOUT)
+    return timedelta(seconds=float(raw)) if raw else DEFAULT_PG_TIMEOUT
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return int(s.getsockname()[1])
+
+
+def rendezvous(wiring: Wiring | None = None) -> tuple[str, int]:
+    """(address, port) of rank 0 for ``init_process_group``; collective when the launcher gave none."""
+    wiring = detect_wiring() if wiring is None else wiring
+    key = f"{wiring.source}:{wiring.rank}/{wiring.world_size}"
+    if key in _resolved:
+        return _resolved[key]
+    addr, port = wiring.master_addr, wiring.master_port
+    if wiring.world_size > 1 and (addr is None or port is None):
+        if wiring.source not in ("openmpi", "mpich", "pals", "slurm", "radical"):
+            raise WiringError(
+                f"{wiring.source}: no rendezvous address/port for {wiring.world_size} ranks; "
+                "set MASTER_ADDR and MASTER_PORT (deeprc-launch and torchrun do)"
+            )
+        try:  # rank 0 chooses; MPI carries it (the TCP communicator would itself need the port)
+            comm = get_communicator(wiring)
+            addr, port = comm.bcast((addr or socket.gethostname(), port or _free_port()) if wiring.rank == 0 else None)
+        except Exception as exc:
+            raise WiringError(
+                f"{wiring.source}: MASTER_ADDR/MASTER_PORT are not set and could not be agreed through MPI ({exc}); "
+                "set them (e.g. mpirun -x MASTER_ADDR=<host of rank 0> -x MASTER_PORT=29500) or install mpi4py"
+            ) from exc
+    result = (addr or "127.0.0.1", int(port or 29500))
+    _resolved[key] = result
+    return result
+
+
+def default_backend(device: torch.device | str | None = None) -> str:
+    """``nccl`` for CUDA devices, ``gloo`` otherwise."""
+    dev = torch.device(device) if device is not None else None
+    if dev is None:
+        return "nccl" if torch.cuda.is_available() else "gloo"
+    return "nccl" if dev.type == "cuda" else "gloo"
+
+
+def init_process_group(
+    backend: str | None = None, timeout: float | timedelta | None = None, wiring: Wiring | None = None
+) -> Wiring:
+    """Initialise torch.distributed from the wiring (any launcher); returns the wiring.
+
+    ``backend`` defaults to nccl with CUDA (and selects ``cuda:local_rank``), gloo otherwise;
+    ``timeout`` defaults to :func:`pg_timeout`. A no-op when a group already exists.
+    """
+    wiring = detect_wiring() if wiring is None else wiring
+    if dist.is_initialized():
+        return wiring
+    backend = backend or default_backend()
+    if backend == "nccl" and torch.cuda.is_available():
+        torch.cuda.set_device(wiring.local_rank % max(torch.cuda.device_count(), 1))
+    addr, port = rendezvous(wiring)
+    dist.init_process_group(
+        backend,
+        init_method=f"tcp://{addr}:{port}",
+        rank=wiring.rank,
+        world_size=wiring.world_size,
+        timeout=pg_timeout(timeout),
+    )
+    return wiring

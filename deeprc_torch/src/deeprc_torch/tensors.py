@@ -1,0 +1,70 @@
+"""Core batches (numpy views) to torch tensors, without copying.
+
+``torch.from_numpy`` shares the view's memory, so an unshuffled batch of a single (or
+packed) column is a tensor over the Arrow buffer itself. Views of read-only memory
+(memory-mapped files, the strided windows of ``window=``) cannot be marked read-only in
+torch: by default they are shared anyway and a :class:`ReadOnlyBatchWarning` says so once;
+``readonly="copy"`` copies such batches (counted as ``readonly-copy``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from deeprc_core import Batch, record_copy
+
+ReadOnlyPolicy = Literal["share", "copy"]
+
+
+class ReadOnlyBatchWarning(UserWarning):
+    """Batch tensors share read-only memory: reading is fine, in-place writes are undefined."""
+
+
+_warned = False
+
+
+@dataclass(frozen=True)
+class TensorBatch:
+    """One batch as tensors: inputs, targets (or None), global sample ids, padding mask (or None)."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None
+    index: torch.Tensor
+    padded: torch.Tensor | None
+    number: int
+    epoch: int
+
+
+def to_tensor(view: np.ndarray, readonly: ReadOnlyPolicy = "share") -> torch.Tensor:
+    """A tensor sharing ``view``'s memory (see the module docstring for read-only views)."""
+    global _warned
+    if view.flags.writeable:  # is_writable(view), inlined: this runs for every batch
+        return torch.from_numpy(view)
+    if readonly == "copy":
+        record_copy("readonly-copy", view.nbytes, "read-only batch")
+        return torch.from_numpy(np.array(view))
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            "Deep RC batches share read-only memory (memory-mapped data or window views) with the table; "
+            "do not modify batch tensors in place (readonly='copy' copies them, counted).",
+            ReadOnlyBatchWarning,
+            stacklevel=3,
+        )
+    with warnings.catch_warnings():  # torch's generic warning, replaced by the one above
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(view)
+
+
+def to_tensors(batch: Batch, readonly: ReadOnlyPolicy = "share") -> TensorBatch:
+    """Convert a core :class:`~deeprc_core.Batch` into a :class:`TensorBatch` (zero-copy)."""
+    x = to_tensor(batch.x, readonly)
+    y = None if batch.y is None else to_tensor(batch.y, readonly)
+    index = torch.from_numpy(np.ascontiguousarray(batch.index, dtype=np.int64))
+    padded = None if batch.padded is None else torch.from_numpy(batch.padded)
+    return TensorBatch(x, y, index, padded, batch.number, batch.epoch)

@@ -1,0 +1,42 @@
+"""Shared pytest configuration: data location, and skipping framework tests where absent.
+
+Tests marked ``torch``, ``tensorflow`` or ``launcher`` are skipped (with the reason)
+when that framework is not importable, so the core's suite also runs in the
+pyarrow-10 compatibility environment, which holds deeprc-core alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+#: The shipped real data (../shared/data beside the checkout), overridable with DEEPRC_DATA.
+DATA = Path(os.environ.get("DEEPRC_DATA", REPO.parent / "shared" / "data"))
+
+_NEEDS = {"torch": "lightning", "tensorflow": "tensorflow", "launcher": "radical.pilot"}
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker, module in _NEEDS.items():
+            if item.get_closest_marker(marker) and not _importable(module):
+                item.add_marker(pytest.mark.skip(reason=f"{module} is not installed in this environment"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Folder of the shipped datasets (ETT, CAMELS-US)."""
+    if not DATA.exists():
+        pytest.skip(f"shared data not found at {DATA}; set DEEPRC_DATA")
+    return DATA

@@ -1,0 +1,129 @@
+"""Rank bodies of test_readers.py, test_table.py's multi-rank tests and test_batches.py."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import deeprc_core as d
+from deeprc_core import GlobalTable, RankFailedError, SchemaError, TableBatches
+
+FEATURES = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL"]
+
+
+def _ids(table: pa.Table, column: str) -> np.ndarray:
+    col = table.column(column)
+    if pa.types.is_timestamp(col.type):
+        col = pc.cast(col, pa.int64())
+    return np.asarray(col.to_numpy(), dtype=np.int64) if col.num_chunks else np.empty(0, np.int64)
+
+
+def read_all(kind: str, path: str, id_column: str) -> dict[str, Any]:
+    """Read with one reader; report this rank's rows, their ids and global statistics."""
+    reader = {"csv": d.read_csv, "parquet": d.read_parquet, "ipc": d.read_ipc}[kind]
+    t = reader(path)
+    num = [c for c in t.column_names if c != id_column and pa.types.is_floating(t.schema.field(c).type)]
+    return {
+        "rows": t.local_num_rows,
+        "ids": _ids(t.local, id_column),
+        "row_counts": t.row_counts,
+        "num_rows": t.num_rows,
+        "schema": str(t.schema),
+        "mean_std": t.global_mean_std(num),
+        "min_max": t.global_min_max(num),
+    }
+
+
+def table_ops(path: str) -> dict[str, Any]:
+    """Splits, the global shuffle, uneven and empty partitions, and errors that must reach every rank."""
+    t = d.read_csv(path)
+    r, p = t.rank, t.world_size
+    out: dict[str, Any] = {}
+    t = t.with_column("gid", pa.array(np.arange(t.local_num_rows) + t.row_offset))
+    # Informer's ETTh1 split: 12/4/4 months of 30 days, validation/test reaching seq_len back.
+    parts = t.split(boundaries=[8640, 11520, 14400], overlap=96)
+    out["informer"] = [(p_.num_rows, _ids(p_.local, "gid")) for p_ in parts]
+    out["random"] = [_ids(p_.local, "gid") for p_ in t.split([0.7, 0.1, 0.2], ordered=False, seed=11)]
+    out["shuffled"] = _ids(t.global_shuffle(seed=5, epoch=2).local, "gid")
+    out["shuffle_counts"] = t.global_shuffle(seed=5, epoch=2).row_counts
+    # Uneven partitions with an empty one: rank r holds 0 rows on rank 1, else 7 * (r + 1).
+    n_local = 0 if r == 1 else 7 * (r + 1)
+    start = sum(0 if k == 1 else 7 * (k + 1) for k in range(r))
+    u = GlobalTable.from_arrow(pa.table({"v": np.arange(start, start + n_local, dtype=np.float64)}))
+    out["uneven"] = (u.row_counts, u.num_rows, u.row_offset, u.global_mean_std(["v"]), u.global_min_max(["v"]))
+    out["uneven_head"] = u.head(3, root=0)
+    out["uneven_shuffle"] = _ids(u.global_shuffle(seed=1).local, "v")
+    # A schema that differs on one rank fails on every rank.
+    bad = pa.table({"v": np.zeros(2, dtype=np.float32 if r == p - 1 else np.float64)})
+    try:
+        GlobalTable.from_arrow(bad)
+        out["schema_error"] = None
+    except SchemaError as exc:
+        out["schema_error"] = str(exc)
+    # A missing file is a clear error on every rank, not a hang.
+    try:
+        d.read_csv(path + ".missing")
+        out["missing_file"] = None
+    except FileNotFoundError as exc:
+        out["missing_file"] = str(exc)
+    try:
+        d.read_csv(path, columns=["OT", "nope"])
+    except SchemaError as exc:
+        out["missing_column"] = str(exc)
+    t.comm.barrier()
+    return out
+
+
+def _epoch_ids(tb: TableBatches, epoch: int) -> tuple[int, np.ndarray, list[int], int]:
+    batches = list(tb.epoch(epoch))
+    ids = np.concatenate([b.index for b in batches]) if batches else np.empty(0, np.int64)
+    padded = sum(int(b.padded.sum()) for b in batches if b.padded is not None)
+    return len(batches), ids, [len(b.index) for b in batches], padded
+
+
+def batches(path: str) -> dict[str, Any]:
+    """TableBatches on ETTh1 cut unevenly: every policy gives every rank the same number of batches."""
+    full = d.read_csv(path)
+    r = full.rank
+    # Uneven: keep a rank-dependent prefix of the local rows (rank 0 keeps all, the last rank 1/3).
+    keep = full.local_num_rows * (3 - min(r, 2)) // 3
+    t = GlobalTable.from_arrow(full.local.slice(0, keep))
+    out: dict[str, Any] = {"local_rows": t.local_num_rows, "offset": t.row_offset}
+    for even in ("drop", "pad", "rebalance"):
+        tb = TableBatches(t, FEATURES, "OT", 256, even=even, shuffle=True, seed=3)
+        out[even] = _epoch_ids(tb, 0) + (tb.plan.dropped_per_epoch, tb.plan.padded_per_epoch)
+    tg = TableBatches(full, FEATURES, "OT", 100, shuffle="global", seed=9)
+    out["global"] = [_epoch_ids(tg, e)[1] for e in (0, 1)]
+    tw = TableBatches(full, ["HUFL", "OT"], "OT", 64, window=(96, 24, 2), even="pad")
+    n, ids, _, _ = _epoch_ids(tw, 0)
+    b0 = next(tw.epoch(0, start=n - 1))
+    out["windows"] = (n, ids, b0.x.shape, b0.y.shape)
+    # the last window's values equal the rows it covers (halo included at the partition end)
+    last = list(tw.epoch(0))[-1]
+    out["last_window"] = (int(last.index[-1]), np.asarray(last.x[-1]), np.asarray(last.y[-1]))
+    # errors must reach every rank
+    for name, kwargs in {
+        "strings": {"features": ["date"]},
+        "missing": {"features": ["nope"]},
+        "window_too_long": {"features": ["OT"], "window": (20000, 1)},
+    }.items():
+        try:
+            TableBatches(full, kwargs["features"], "OT", 8, window=kwargs.get("window"))
+            out[name] = None
+        except (d.ZeroCopyError, SchemaError, ValueError, RankFailedError) as exc:
+            out[name] = type(exc).__name__
+    # an empty partition on one rank with drop: a clear error on every rank, no hang
+    e = GlobalTable.from_arrow(full.local.slice(0, 0 if r == 1 else 100))
+    t0 = time.monotonic()
+    try:
+        TableBatches(e, FEATURES, "OT", 32)
+        out["empty_drop"] = None
+    except d.DeepRCError as exc:
+        out["empty_drop"] = (type(exc).__name__, str(exc), time.monotonic() - t0)
+    reb = TableBatches(e, FEATURES, "OT", 32, even="rebalance")
+    out["empty_rebalance"] = (reb.num_batches, reb.table.local_num_rows)
+    return out

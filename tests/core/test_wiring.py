@@ -1,0 +1,240 @@
+"""detect_wiring: every launcher's variables, their order, and clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from deeprc_core import Wiring, WiringError, detect_wiring, env_vars
+
+
+def test_single_process_without_variables() -> None:
+    w = detect_wiring({})
+    assert (w.rank, w.world_size, w.local_rank, w.local_world_size, w.node_rank, w.num_nodes) == (0, 1, 0, 1, 0, 1)
+    assert w.source == "single" and not w.is_distributed and w.is_main
+
+
+def test_wiring_is_frozen() -> None:
+    w = detect_wiring({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        w.rank = 3  # type: ignore[misc]
+
+
+def test_deeprc_variables_and_round_trip() -> None:
+    env = {
+        "DEEPRC_RANK": "5",
+        "DEEPRC_WORLD_SIZE": "8",
+        "DEEPRC_LOCAL_RANK": "1",
+        "DEEPRC_LOCAL_WORLD_SIZE": "4",
+        "DEEPRC_NODE_RANK": "1",
+        "DEEPRC_NUM_NODES": "2",
+        "DEEPRC_MASTER_ADDR": "node0",
+        "DEEPRC_MASTER_PORT": "29500",
+        "DEEPRC_HOSTS": ",".join(["node0"] * 4 + ["node1"] * 4),
+    }
+    w = detect_wiring(env)
+    assert w == Wiring(5, 8, 1, 4, 1, 2, "node0", 29500, "deeprc", tuple(["node0"] * 4 + ["node1"] * 4))
+    assert detect_wiring(w.as_env()) == dataclasses.replace(w, source="deeprc")
+    assert all(name.startswith("DEEPRC_") for name in env_vars.ALL)
+    assert set(w.as_env()) <= set(env_vars.ALL)
+
+
+def test_deeprc_wins_over_torchrun_and_mpi() -> None:
+    env = {
+        "DEEPRC_RANK": "1",
+        "DEEPRC_WORLD_SIZE": "2",
+        "RANK": "0",
+        "WORLD_SIZE": "2",
+        "OMPI_COMM_WORLD_RANK": "0",
+        "OMPI_COMM_WORLD_SIZE": "2",
+    }
+    w = detect_wiring(env)
+    assert (w.source, w.rank) == ("deeprc", 1)
+
+
+def test_torchrun() -> None:
+    env = {
+        "RANK": "3",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "2",
+        "GROUP_RANK": "1",
+        "MASTER_ADDR": "10.0.0.1",
+        "MASTER_PORT": "1234",
+    }
+    w = detect_wiring(env)
+    assert (w.source, w.rank, w.world_size, w.local_rank, w.local_world_size, w.node_rank, w.num_nodes) == (
+        "torchrun",
+        3,
+        4,
+        1,
+        2,
+        1,
+        2,
+    )
+    assert (w.master_addr, w.master_port) == ("10.0.0.1", 1234)
+
+
+def test_torchrun_wins_over_mpi() -> None:
+    env = {"RANK": "1", "WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2"}
+    assert detect_wiring(env).source == "torchrun"
+
+
+def test_radical_pilot_with_local_rank_from_mpi_underneath() -> None:
+    env = {
+        "RP_RANK": "2",
+        "RP_RANKS": "4",
+        "OMPI_COMM_WORLD_LOCAL_RANK": "0",
+        "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+        "OMPI_COMM_WORLD_RANK": "2",
+        "OMPI_COMM_WORLD_SIZE": "4",
+    }
+    w = detect_wiring(env)
+    assert (w.source, w.rank, w.world_size, w.local_rank, w.local_world_size, w.node_rank, w.num_nodes) == (
+        "radical",
+        2,
+        4,
+        0,
+        2,
+        1,
+        2,
+    )
+
+
+def test_radical_pilot_alone() -> None:
+    w = detect_wiring({"RP_RANK": "1", "RP_RANKS": "3"})
+    assert (w.source, w.rank, w.world_size, w.local_rank) == ("radical", 1, 3, 1)
+
+
+def test_openmpi() -> None:
+    env = {
+        "OMPI_COMM_WORLD_RANK": "5",
+        "OMPI_COMM_WORLD_SIZE": "6",
+        "OMPI_COMM_WORLD_LOCAL_RANK": "2",
+        "OMPI_COMM_WORLD_LOCAL_SIZE": "3",
+        "OMPI_COMM_WORLD_NODE_RANK": "2",
+    }
+    w = detect_wiring(env)
+    assert (w.source, w.rank, w.world_size, w.local_rank, w.local_world_size, w.node_rank, w.num_nodes) == (
+        "openmpi",
+        5,
+        6,
+        2,
+        3,
+        1,
+        2,
+    )
+
+
+def test_mpich_hydra() -> None:
+    env = {"PMI_RANK": "1", "PMI_SIZE": "4", "MPI_LOCALRANKID": "1", "MPI_LOCALNRANKS": "2"}
+    w = detect_wiring(env)
+    assert (w.source, w.rank, w.world_size, w.local_rank, w.local_world_size, w.node_rank, w.num_nodes) == (
+        "mpich",
+        1,
+        4,
+        1,
+        2,
+        0,
+        2,
+    )
+
+
+def test_cray_pals_wins_over_pmi_and_names_its_node() -> None:
+    env = {
+        "PALS_RANKID": "3",
+        "PMI_RANK": "3",
+        "PMI_SIZE": "4",
+        "PALS_LOCAL_RANKID": "1",
+        "PALS_NODEID": "1",
+        "PMI_LOCAL_SIZE": "2",
+    }
+    w = detect_wiring(env)
+    assert (w.source, w.rank, w.world_size, w.local_rank, w.local_world_size, w.node_rank, w.num_nodes) == (
+        "pals",
+        3,
+        4,
+        1,
+        2,
+        1,
+        2,
+    )
+
+
+def test_cray_pals_without_local_size_keeps_the_node_index() -> None:
+    w = detect_wiring({"PALS_RANKID": "3", "PMI_SIZE": "4", "PALS_LOCAL_RANKID": "1", "PALS_NODEID": "1"})
+    assert (w.rank, w.node_rank, w.local_rank) == (3, 1, 1) and w.num_nodes >= 2
+
+
+def test_slurm_step() -> None:
+    env = {
+        "SLURM_PROCID": "3",
+        "SLURM_NTASKS": "4",
+        "SLURM_LOCALID": "1",
+        "SLURM_NODEID": "1",
+        "SLURM_STEP_NUM_NODES": "2",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_STEP_ID": "0",
+    }
+    w = detect_wiring(env)
+    assert (w.source, w.rank, w.world_size, w.local_rank, w.local_world_size, w.node_rank, w.num_nodes) == (
+        "slurm",
+        3,
+        4,
+        1,
+        2,
+        1,
+        2,
+    )
+
+
+def test_slurm_batch_script_is_one_process() -> None:
+    # Outside an srun step (no SLURM_STEP_ID) the batch script is a single process.
+    w = detect_wiring({"SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"})
+    assert (w.source, w.world_size) == ("single", 1)
+
+
+def test_uneven_nodes_get_a_valid_node_rank() -> None:
+    w = detect_wiring({"SLURM_PROCID": "4", "SLURM_NTASKS": "5", "SLURM_NNODES": "2", "SLURM_STEP_ID": "1"})
+    assert 0 <= w.node_rank < w.num_nodes == 2 and 0 <= w.local_rank < w.local_world_size
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"RANK": "4", "WORLD_SIZE": "4"}, ["RANK=4", "WORLD_SIZE=4"]),
+        ({"RANK": "0"}, ["RANK", "WORLD_SIZE"]),
+        ({"WORLD_SIZE": "2"}, ["WORLD_SIZE", "RANK"]),
+        ({"DEEPRC_RANK": "2", "DEEPRC_WORLD_SIZE": "2"}, ["DEEPRC_RANK=2", "DEEPRC_WORLD_SIZE=2"]),
+        ({"DEEPRC_RANK": "0"}, ["DEEPRC_RANK", "DEEPRC_WORLD_SIZE"]),
+        ({"DEEPRC_RANK": "x", "DEEPRC_WORLD_SIZE": "2"}, ["DEEPRC_RANK", "'x'"]),
+        ({"RP_RANK": "0"}, ["RP_RANK", "RP_RANKS"]),
+        ({"OMPI_COMM_WORLD_RANK": "3", "OMPI_COMM_WORLD_SIZE": "2"}, ["OMPI_COMM_WORLD_RANK=3"]),
+        ({"OMPI_COMM_WORLD_RANK": "0"}, ["OMPI_COMM_WORLD_SIZE"]),
+        ({"PMI_RANK": "0"}, ["PMI_RANK", "PMI_SIZE"]),
+        ({"PMI_RANK": "-1", "PMI_SIZE": "2"}, ["PMI_RANK=-1"]),
+        ({"PALS_RANKID": "0"}, ["PALS_RANKID"]),
+        ({"SLURM_PROCID": "2", "SLURM_NTASKS": "2", "SLURM_STEP_ID": "0"}, ["SLURM_PROCID=2", "SLURM_NTASKS=2"]),
+        ({"RANK": "0", "WORLD_SIZE": "0"}, ["WORLD_SIZE=0"]),
+        ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "2"}, ["local rank 2"]),
+        ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_PORT": "http"}, ["MASTER_PORT"]),
+        ({"DEEPRC_RANK": "0", "DEEPRC_WORLD_SIZE": "2", "DEEPRC_HOSTS": "a,b,c"}, ["DEEPRC_HOSTS", "3 hosts"]),
+    ],
+)
+def test_inconsistent_variables_raise_naming_them(env: dict[str, str], names: list[str]) -> None:
+    with pytest.raises(WiringError) as info:
+        detect_wiring(env)
+    for name in names:
+        assert name in str(info.value)
+
+
+def test_wiring_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        detect_wiring({"RANK": "9", "WORLD_SIZE": "2"})
+
+
+def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEEPRC_RANK", "1")
+    monkeypatch.setenv("DEEPRC_WORLD_SIZE", "3")
+    assert (detect_wiring().rank, detect_wiring().world_size) == (1, 3)

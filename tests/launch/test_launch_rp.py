@@ -1,0 +1,157 @@
+"""End-to-end tests on a real local pilot: CLI (through one pilot service), own-pilot failure, pipeline API.
+
+Pilot start-ups: one service (session fixture), one own-pilot CLI run, one Launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .conftest import CLI, REPO, SCRIPTS, run_cli
+
+pytestmark = [pytest.mark.launcher, pytest.mark.slow]
+
+
+def leftovers(marker: str) -> list[str]:
+    """Command lines of live processes that mention ``marker``."""
+    me = psutil.Process()
+    mine = {me.pid, *(a.pid for a in me.parents())}  # pytest itself may mention the marker
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if marker in cmd and p.pid not in mine:
+            found.append(cmd)
+    return found
+
+
+def test_cli_wiring_matches_detect_wiring(pilot_service: Path, tmp_path: Path) -> None:
+    proc = run_cli(["--ranks", "2", "--log-dir", str(tmp_path), str(SCRIPTS / "print_wiring.py")])
+    assert proc.returncode == 0, proc.stderr
+    assert "submitting to the running pilot service" in proc.stderr
+    outs = [json.loads((tmp_path / f"rank-{r}.out").read_text()) for r in range(2)]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == outs[0]  # rank 0 streamed live
+    for r, o in enumerate(outs):
+        assert (o["rank"], o["world"], o["local_rank"], o["local_world"], o["node_rank"]) == (r, 2, r, 2, 0)
+        assert o["source"] == "deeprc" and o["master_addr"] == "127.0.0.1"
+        assert o["master_port"] == outs[0]["master_port"] and o["env"]["MASTER_PORT"] == str(o["master_port"])
+
+
+def test_cli_lightning_ddp(pilot_service: Path) -> None:
+    proc = run_cli(["--ranks", "2", str(SCRIPTS / "ddp_script.py")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DDP_OK world=2 backend=gloo" in proc.stdout
+
+
+def test_cli_keras_mwms(pilot_service: Path) -> None:
+    proc = run_cli(["--ranks", "2", "--framework", "tf", str(SCRIPTS / "keras_mwms.py")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MWMS_OK workers=2 sum=2" in proc.stdout
+
+
+def test_cli_mpi4py_allreduce(pilot_service: Path) -> None:
+    proc = run_cli(["--ranks", "2", "--backend", "mpi", str(SCRIPTS / "mpi_allreduce.py")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "MPI_OK size=2 sum=3" in proc.stdout
+
+
+def test_cli_failing_rank_through_service(pilot_service: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        ["--ranks", "2", "--env", "FAIL_RANK=1", "--log-dir", str(tmp_path), str(SCRIPTS / "print_wiring.py")]
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "rank 1 failed first" in proc.stderr and "rank 1 fails on purpose" in proc.stderr
+    time.sleep(1)
+    assert not leftovers(str(tmp_path)), leftovers(str(tmp_path))
+    status = run_cli(["status"])
+    assert status.returncode == 0 and "PMGR_ACTIVE" in status.stdout  # the service survives a failing task
+
+
+def _interrupt_when_started(args: list[str], log_dir: Path, timeout: float = 300) -> tuple[int, str]:
+    """Start deeprc-launch, send Ctrl-C (SIGINT) once both ranks run, return (exit code, stderr)."""
+    proc = subprocess.Popen([*CLI, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if all((log_dir / f"rank-{r}.out").exists() and (log_dir / f"rank-{r}.out").read_text() for r in range(2)):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def test_cli_ctrl_c_through_service(pilot_service: Path, tmp_path: Path) -> None:
+    code, err = _interrupt_when_started(
+        ["--ranks", "2", "--log-dir", str(tmp_path), str(SCRIPTS / "sleeper.py")], tmp_path
+    )
+    assert code == 130, err
+    deadline = time.monotonic() + 30
+    while leftovers(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not leftovers(str(tmp_path))
+    assert "PMGR_ACTIVE" in run_cli(["status"]).stdout  # the service survives a client's Ctrl-C
+
+
+def test_cli_own_pilot_failing_rank(deeprc_home: Path, tmp_path: Path) -> None:
+    """A pilot of its own (no service): failing rank -> its exit code, summary, nothing left behind."""
+    proc = run_cli(
+        [
+            "--no-service",
+            "--ranks",
+            "2",
+            "--env",
+            "FAIL_RANK=0",
+            "--log-dir",
+            str(tmp_path),
+            str(SCRIPTS / "print_wiring.py"),
+        ],
+        timeout=600,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "pilot active" in proc.stderr and "rank 0 failed first" in proc.stderr
+    assert "rank 0 fails on purpose" in proc.stderr
+    assert f"{tmp_path}/rank-<r>.out" in proc.stderr  # where every rank's logs are
+    time.sleep(1)
+    assert not leftovers(str(tmp_path))
+    sid = [w for w in proc.stderr.split() if w.startswith("rp.session.")]
+    assert sid and not leftovers(sid[0].rstrip(")"))
+    assert not (Path.home() / "radical.pilot.sandbox" / sid[0].rstrip(")")).exists()
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_pipelines_in_one_pilot(deeprc_home: Path, tmp_path: Path) -> None:
+    """3 pipelines (2-rank join, then 2-rank training) concurrently in one pilot; one fails alone."""
+    from deeprc_launch import Launcher
+
+    with Launcher(cores=6, walltime=20) as launcher:
+        pipes = []
+        for i in range(3):
+            out = tmp_path / f"p{i}"
+            join = launcher.submit(
+                str(SCRIPTS / "join_task.py"), [str(out)] + (["fail"] if i == 1 else []), ranks=2, name=f"join{i}"
+            )
+            train = launcher.submit(str(SCRIPTS / "train_task.py"), [str(out)], ranks=2, after=[join], name=f"train{i}")
+            pipes.append((join, train))
+        fn = launcher.submit(_square, [7], name="square")
+        launcher.wait(timeout=400)
+        assert fn.result() == 49
+    for i, (join, train) in enumerate(pipes):
+        if i == 1:
+            assert join.exit_code == 1 and "join failed on purpose" in (join.error or "")
+            assert train.state == "CANCELED" and "dependency" in (train.error or "")
+        else:
+            assert join.ok and train.ok, (join.error, train.error)
+            assert "TRAIN_OK rows=100 reduced=200" in Path(train.stdout_path).read_text()
+    # Concurrency: every join ended before any training ended (not one pipeline after another).
+    join_ends = [max(e.time for e in j.wait().exits.values()) for j, _ in pipes]
+    train_ends = [max(e.time for e in t.wait().exits.values()) for i, (_, t) in enumerate(pipes) if i != 1]
+    assert max(join_ends) < min(train_ends)

@@ -1,0 +1,115 @@
+"""Rank bodies: Keras 3 ``model.fit`` of a small LSTM on CAMELS under MultiWorkerMirroredStrategy.
+
+Run by ``tests/support/ranks.py`` on real processes (env-wired or ``mpirun``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+#: rank -> basin positions: deliberately uneven (3 basins vs 1)
+UNEVEN = {0: [0, 1, 2], 1: [3]}
+WINDOW = 30
+GLOBAL_BATCH = 64
+
+
+def _threads() -> None:
+    import tensorflow as tf
+
+    # Before the strategy: these are configuration, not ops, and must precede TF's start.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+
+
+def _model(strategy: Any) -> Any:
+    import keras
+
+    class SampleCount(keras.metrics.Metric):
+        """Samples trained on (per replica; Keras averages replicas in the logs)."""
+
+        def __init__(self, name: str = "samples", **kw: Any) -> None:
+            super().__init__(name=name, **kw)
+            self.count = self.add_variable(shape=(), initializer="zeros", name="count", aggregation="sum")
+
+        def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+            self.count.assign_add(keras.ops.cast(keras.ops.shape(y_true)[0], "float32"))
+
+        def result(self) -> Any:
+            return self.count * 1.0  # a snapshot: logs must not follow later updates
+
+    keras.utils.set_random_seed(7)
+    with strategy.scope():
+        model = keras.Sequential(
+            [keras.Input((WINDOW, 6)), keras.layers.LSTM(8), keras.layers.Dense(1), keras.layers.Reshape((1, 1))]
+        )
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse", metrics=[SampleCount()])
+    return model
+
+
+def fit_camels(even: str = "pad", fail_rank: str = "-1") -> dict[str, Any]:
+    """Create the strategy first, read this rank's basins, fit one epoch; report what happened."""
+    _threads()
+    import deeprc_tf
+
+    t0 = time.monotonic()
+    strategy = deeprc_tf.strategy()
+    import camels
+    import numpy as np
+
+    from deeprc_core import GlobalTable, Window, get_communicator
+
+    comm = get_communicator()
+    rank = comm.rank
+    local = camels.read_basins(UNEVEN[rank])
+    table = GlobalTable.from_arrow(local)
+    # validation: a zero-copy slice at an odd offset (its buffers start misaligned)
+    val = GlobalTable.from_arrow(local.slice(3, 300))
+    window = Window(WINDOW, 1, offset=-1, group="basin")
+    data = deeprc_tf.make_dataset(
+        table,
+        camels.FEATURES,
+        camels.TARGET,
+        GLOBAL_BATCH,
+        strategy=strategy,
+        shuffle=True,
+        seed=3,
+        even=even,
+        window=window,
+        val=val,
+        record=True,
+    )
+    model = _model(strategy)
+    before = [w.copy() for w in model.get_weights()]
+    callbacks = []
+    if int(fail_rank) == rank:
+        import keras
+
+        class Boom(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                if batch == 3:
+                    raise RuntimeError(f"rank {rank} fails on purpose at batch {batch}")
+
+        callbacks.append(Boom())
+    history = model.fit(**data.fit_kwargs(), epochs=1, verbose=0, callbacks=callbacks)
+    served = data.served or []
+    last = max(s.generation for s in served)
+    epoch0 = [s for s in served if s.generation == last and s.epoch == 0]
+    return {
+        "rank": rank,
+        "steps": data.steps_per_epoch,
+        "validation_steps": data.validation_steps,
+        "numbers": sorted(s.number for s in epoch0),
+        "index": np.concatenate([s.index for s in epoch0]),
+        "padded": np.concatenate([np.zeros(len(s.index), bool) if s.padded is None else s.padded for s in epoch0]),
+        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "weights": model.get_weights(),
+        "before": before,
+        "strategy": type(strategy).__name__,
+        "replicas": int(strategy.num_replicas_in_sync),
+        "tf_config": os.environ.get("TF_CONFIG"),
+        "seconds": time.monotonic() - t0,
+    }

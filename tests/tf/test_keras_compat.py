@@ -1,0 +1,67 @@
+"""The keras-team/keras#20585 workaround: applied only to Keras code it knows, loudly refused otherwise.
+
+That it makes ``model.fit`` train correctly on 2 workers is tested in test_multiworker.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from deeprc_tf.keras_compat import KerasPatchError, check_keras, patch_keras
+
+from deeprc_tf import keras_compat
+
+pytestmark = pytest.mark.tensorflow
+
+
+def test_installed_keras_is_known() -> None:
+    tf_trainer = check_keras()
+    assert hasattr(tf_trainer, "reduce_per_replica")
+
+
+def test_unknown_version_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    monkeypatch.setattr(keras, "__version__", "3.99.0")
+    with pytest.raises(KerasPatchError, match="3.99.0 is installed"):
+        check_keras()
+
+
+def test_changed_code_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    def reduce_per_replica(values: object, strategy: object, reduction: str) -> object:  # an "upstream fix"
+        return values
+
+    monkeypatch.setattr(tf_trainer, "reduce_per_replica", reduce_per_replica)
+    with pytest.raises(KerasPatchError, match="changed"):
+        check_keras()
+
+
+def test_switch_off_and_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    monkeypatch.setenv(keras_compat.PATCH_ENV, "0")
+    assert patch_keras() is False
+    monkeypatch.delenv(keras_compat.PATCH_ENV)
+    original = tf_trainer.reduce_per_replica
+    monkeypatch.setattr(tf_trainer, "reduce_per_replica", original)  # restored after the test
+    monkeypatch.setattr(
+        tf_trainer.TensorFlowTrainer, "_maybe_symbolic_build", tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+    )
+    assert patch_keras() is True
+    patched = tf_trainer.reduce_per_replica
+    assert patched._deeprc_patched
+    assert patch_keras() is True and tf_trainer.reduce_per_replica is patched  # once only
+
+
+def test_single_worker_reduction_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    monkeypatch.setattr(tf_trainer, "reduce_per_replica", tf_trainer.reduce_per_replica)
+    monkeypatch.setattr(
+        tf_trainer.TensorFlowTrainer, "_maybe_symbolic_build", tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+    )
+    patch_keras()
+    value = tf.constant(2.0)
+    assert float(tf_trainer.reduce_per_replica(value, tf.distribute.get_strategy(), "auto")) == 2.0

@@ -1,0 +1,125 @@
+"""Single-process tests of deeprc_torch's loader: zero-copy, shapes, shuffles, windows, resume."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from deeprc_core.views import buffer_range
+
+import deeprc_core as dc
+import deeprc_torch as dt
+
+DATA = Path(os.environ.get("DEEPRC_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+ETT = DATA / "ett" / "ETTh1.csv"
+FEATURES = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL"]
+
+torch.set_num_threads(1)
+
+
+def packed_table(n: int = 1000, k: int = 4) -> dc.GlobalTable:
+    """n rows: a packed float32 feature column 'x' (row i holds i*k .. i*k+k-1) and target 'y' = i."""
+    values = pa.array(np.arange(n * k, dtype=np.float32))
+    x = pa.FixedSizeListArray.from_arrays(values, k)
+    y = pa.array(np.arange(n, dtype=np.float32))
+    return dc.GlobalTable(pa.table({"x": x, "y": y}), dc.LocalCommunicator())
+
+
+def test_unshuffled_batches_are_views_of_the_arrow_buffer() -> None:
+    table = packed_table()
+    lo, size = buffer_range(table.local, "x")
+    loader = dt.loader(table, "x", "y", 64, shuffle=False)
+    assert len(loader) == 16
+    with dc.counting_copies() as copies:
+        batches = list(loader)
+    assert copies.total_count == 0
+    for x, y in batches:
+        assert x.dtype == torch.float32 and x.shape[1] == 4 and y.shape == (x.shape[0],)
+        assert lo <= x.data_ptr() and x.data_ptr() + x.numel() * 4 <= lo + size
+    assert torch.equal(torch.cat([y for _, y in batches]), torch.arange(1000, dtype=torch.float32))
+
+
+def test_shuffled_batch_is_one_gather_and_epochs_differ_deterministically() -> None:
+    table = packed_table()
+    loader = dt.loader(table, "x", "y", 100, shuffle=True, seed=5, return_index=True)
+    with dc.counting_copies() as copies:
+        e0 = [idx.clone() for _, _, idx in loader]
+    assert copies.count == {"gather": 20}  # x and y of 10 batches, nothing else
+    assert copies.nbytes["gather"] == 1000 * 4 * 4 + 1000 * 4
+    e1 = [idx.clone() for _, _, idx in loader]  # iterating again advances the epoch
+    assert loader.epoch == 1
+    assert sorted(torch.cat(e0).tolist()) == list(range(1000)) == sorted(torch.cat(e1).tolist())
+    assert not torch.equal(torch.cat(e0), torch.cat(e1))
+    loader.set_epoch(0)
+    again = [idx.clone() for _, _, idx in loader]
+    assert torch.equal(torch.cat(again), torch.cat(e0))
+
+
+def test_resume_mid_epoch_yields_exactly_the_unseen_batches() -> None:
+    table = packed_table()
+    loader = dt.loader(table, "x", "y", 64, shuffle=True, seed=1, return_index=True)
+    loader.set_epoch(2)
+    full = [idx.clone() for _, _, idx in loader]
+    loader.set_epoch(3)
+    loader.set_epoch(2)
+    seen = []
+    for i, (_, _, idx) in enumerate(loader):
+        seen.append(idx.clone())
+        if i == 4:
+            break
+    state = loader.state_dict()
+    assert state["epoch"] == 2 and state["batch"] == 5
+    fresh = dt.loader(packed_table(), "x", "y", 64, shuffle=True, seed=1, return_index=True)
+    fresh.load_state_dict(state)
+    rest = [idx.clone() for _, _, idx in fresh]
+    assert len(rest) == len(full) - 5
+    assert torch.equal(torch.cat(seen + rest), torch.cat(full))
+    bad = dt.loader(packed_table(), "x", "y", 64, shuffle=True, seed=2)
+    with pytest.raises(dc.DeepRCError, match="seed"):
+        bad.load_state_dict(state)
+
+
+def test_windows_on_ett_have_forecasting_shapes() -> None:
+    table = dc.read_csv(ETT, comm=dc.LocalCommunicator())
+    loader = dt.loader(table, FEATURES, "OT", 32, shuffle=False, window=(24, 6), return_index=True)
+    x, y, idx = next(iter(loader))
+    assert x.shape == (32, 24, 6) and y.shape == (32, 6, 1) and x.dtype == torch.float32
+    ot = table.local.column("OT").to_numpy().astype(np.float32)
+    start = int(idx[3])
+    assert np.allclose(y[3, :, 0].numpy(), ot[start + 24 : start + 30])
+    assert len(loader) == (17420 - 30 + 1) // 32 + 1
+
+
+def test_bad_inputs_raise_clear_errors() -> None:
+    comm = dc.LocalCommunicator()
+    table = dc.read_csv(ETT, comm=comm)
+    with pytest.raises(dc.SchemaError, match="nope"):
+        dt.loader(table, ["HUFL", "nope"], "OT", 32)
+    with pytest.raises(dc.ZeroCopyError, match="date"):
+        dt.loader(table, ["HUFL", "date"], "OT", 32)
+    with_null = table.with_column("HUFL", pa.array([None] + [1.0] * (table.local_num_rows - 1)))
+    with pytest.raises(dc.ZeroCopyError, match="null"):
+        dt.loader(with_null, FEATURES, "OT", 32)
+    with pytest.raises(ValueError, match="window"):
+        dt.loader(table.slice_rows(0, 10), FEATURES, "OT", 4, window=(24, 6))
+
+
+def test_readonly_windows_warn_once_or_copy() -> None:
+    table = packed_table(200)
+    loader = dt.loader(table, "x", "y", 16, shuffle=False, window=(8, 2))
+    x, y = next(iter(loader))
+    assert x.shape == (16, 8, 4)
+    copying = dt.loader(table, "x", "y", 16, shuffle=False, window=(8, 2), readonly="copy")
+    with dc.counting_copies() as copies:
+        next(iter(copying))
+    assert copies.count.get("readonly-copy") == 2
+
+
+def test_drop_policy_warns_about_skipped_samples() -> None:
+    table = packed_table(1000)
+    with pytest.warns(UserWarning, match="skips 40 of 1000"):
+        dt.loader(table, "x", "y", 64, drop_last=True)
