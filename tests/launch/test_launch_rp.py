@@ -56,7 +56,7 @@ def test_cli_keras_mwms(pilot_service: Path) -> None:
 
 
 def test_cli_mpi4py_allreduce(pilot_service: Path) -> None:
-    proc = run_cli(["--ranks", "2", "--backend", "mpi", str(SCRIPTS / "mpi_allreduce.py")])
+    proc = run_cli(["--ranks", "2", "--backend", "mpi", str(REPO / "examples" / "mpi_allreduce.py")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "MPI_OK size=2 sum=3" in proc.stdout
 

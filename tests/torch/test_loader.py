@@ -119,6 +119,19 @@ def test_readonly_windows_warn_once_or_copy() -> None:
     assert copies.count.get("readonly-copy") == 2
 
 
+def test_memory_mapped_batches_never_alias_unwritable_memory(tmp_path: Path) -> None:
+    # A write through a tensor over a read-only memory map would segfault: the default policy copies.
+    path = tmp_path / "table.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, packed_table(64).local.schema) as writer:
+        writer.write_table(packed_table(64).local)
+    table = dc.read_ipc(path, comm=dc.LocalCommunicator())
+    with dc.counting_copies() as copies:
+        x, y = next(iter(dt.loader(table, "x", "y", 16, shuffle=False)))
+    assert copies.count.get("readonly") == 2
+    x += 1  # writable copy: no crash, and the file's table is unchanged
+    assert table.local.column("x").chunk(0).flatten()[0].as_py() == 0.0
+
+
 def test_drop_policy_warns_about_skipped_samples() -> None:
     table = packed_table(1000)
     with pytest.warns(UserWarning, match="skips 40 of 1000"):

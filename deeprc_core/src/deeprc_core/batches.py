@@ -24,8 +24,7 @@ batch only; a global shuffle moves the table once per epoch. All are counted in
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,19 +41,61 @@ from .windows import Window, with_halo
 ROW_ID = "__deeprc_row__"
 
 
-@dataclass(frozen=True)
 class Batch:
-    """One batch: inputs, targets and which global samples they are."""
+    """One batch: inputs, targets and which global samples they are.
 
-    x: np.ndarray
-    y: np.ndarray | None
-    #: global sample ids (the global row, or a window's first global row)
-    index: np.ndarray
-    #: mask of samples repeated by even='pad', or None
-    padded: np.ndarray | None
-    #: batch number within the epoch
-    number: int
-    epoch: int
+    ``index`` (the global sample ids) is computed on first access: the zero-copy path
+    does not pay for it when nobody asks.
+    """
+
+    __slots__ = ("x", "y", "padded", "number", "epoch", "_index", "_make_index")
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray | None,
+        index: np.ndarray | Callable[[], np.ndarray],
+        padded: np.ndarray | None,
+        number: int,
+        epoch: int,
+    ) -> None:
+        #: inputs
+        self.x = x
+        #: targets, or None
+        self.y = y
+        #: mask of samples repeated by even='pad', or None
+        self.padded = padded
+        #: batch number within the epoch
+        self.number = number
+        #: epoch of the plan this batch belongs to
+        self.epoch = epoch
+        self._index: np.ndarray | None = None if callable(index) else index
+        self._make_index = index if callable(index) else None
+
+    @property
+    def index(self) -> np.ndarray:
+        """Global sample ids (the global row, or a window's first global row)."""
+        if self._index is None:
+            assert self._make_index is not None
+            self._index = self._make_index()
+        return self._index
+
+    def __repr__(self) -> str:
+        return f"Batch(epoch={self.epoch}, number={self.number}, x={self.x.shape}, y={None if self.y is None else self.y.shape})"
+
+
+def _global_ids(rows: slice | np.ndarray, first: int, ids: np.ndarray | None, offset: int) -> np.ndarray:
+    """Global sample ids of local samples ``rows``.
+
+    ``first + rows`` for plain rows; ``offset + ids[rows]`` where ``ids`` maps samples to
+    rows (window starts, local: ``offset`` is the partition's first global row; the row ids
+    carried through a global shuffle, already global: ``offset`` is 0).
+    """
+    if isinstance(rows, slice):
+        rows = np.arange(rows.start, rows.stop, dtype=np.int64)
+    if ids is None:
+        return first + rows
+    return offset + ids[rows]
 
 
 def _as_names(cols: str | Sequence[str] | None) -> list[str]:
@@ -269,7 +310,7 @@ class TableBatches:
         if isinstance(samples, slice):
             x = self._x[samples]
             y = None if self._y is None else self._y[samples]
-            rows = np.arange(samples.start, samples.stop, dtype=np.int64)
+            rows: slice | np.ndarray = samples
             if self.align and (not is_aligned(x, self.align) or not x.flags.c_contiguous):
                 x = aligned_copy(x, self.align, "tf-batch")
             if self.align and y is not None and (not is_aligned(y, self.align) or not y.flags.c_contiguous):
@@ -282,10 +323,7 @@ class TableBatches:
             x = take_rows(self._x, idx, self.align, reason)
             y = None if self._y is None else take_rows(self._y, idx, self.align, reason)
             rows = idx
-        if self.window is not None:
-            index = self._first + self._starts[rows]
-        elif self._ids is not None:
-            index = self._ids[rows]
-        else:
-            index = self._first + rows
-        return Batch(x, y, index, padded, number, epoch)
+        # Bind the id arrays now: a global shuffle replaces them at the next epoch.
+        first = self._first
+        ids, offset = (self._starts, first) if self.window is not None else (self._ids, 0)
+        return Batch(x, y, lambda: _global_ids(rows, first, ids, offset), padded, number, epoch)

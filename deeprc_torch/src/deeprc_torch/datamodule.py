@@ -73,7 +73,8 @@ class DataModuleLogic:
         return_index: batches are ``(x, y, index)`` with the samples' global row ids;
             ``as_dict``: ``{"x", "y", "index"[, "padded"]}`` instead.
         dtype: of x and y (float32 by default).
-        readonly: ``"share"`` (default) or ``"copy"`` for batches over read-only memory.
+        readonly: ``"auto"`` (default: copy batches of unwritable memory such as memory-mapped files, counted;
+            share read-only window views), ``"share"`` or ``"copy"`` (see :mod:`deeprc_torch.tensors`).
 
     Shapes (B batch, F features, T targets): ``x`` is ``(B, F)`` (``(B,)`` for one scalar column),
     ``y`` ``(B, T)`` (``(B,)`` for one target column); with ``window``, ``(B, input_len, F)`` and
@@ -107,7 +108,7 @@ class DataModuleLogic:
         as_dict: bool = False,
         dtype: Any = torch.float32,
         eval_batch_size: int | None = None,
-        readonly: ReadOnlyPolicy = "share",
+        readonly: ReadOnlyPolicy = "auto",
     ) -> None:
         super().__init__()
         if split is not None and (val is not None or test is not None):

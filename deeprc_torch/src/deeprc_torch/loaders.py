@@ -60,7 +60,7 @@ class BatchStream(IterableDataset):
         return_index: bool = False,
         as_dict: bool = False,
         transform: Transform | None = None,
-        readonly: ReadOnlyPolicy = "share",
+        readonly: ReadOnlyPolicy = "auto",
     ) -> None:
         self.batches = batches
         self.return_index = return_index
@@ -266,7 +266,7 @@ def loader(
     return_index: bool = False,
     as_dict: bool = False,
     dtype: Any = torch.float32,
-    readonly: ReadOnlyPolicy = "share",
+    readonly: ReadOnlyPolicy = "auto",
 ) -> DeepRCDataLoader:
     """This rank's batches of ``source`` for a plain PyTorch loop (collective: agrees the plan).
 

@@ -1,10 +1,18 @@
 """Core batches (numpy views) to torch tensors, without copying.
 
 ``torch.from_numpy`` shares the view's memory, so an unshuffled batch of a single (or
-packed) column is a tensor over the Arrow buffer itself. Views of read-only memory
-(memory-mapped files, the strided windows of ``window=``) cannot be marked read-only in
-torch: by default they are shared anyway and a :class:`ReadOnlyBatchWarning` says so once;
-``readonly="copy"`` copies such batches (counted as ``readonly-copy``).
+packed) column is a tensor over the Arrow buffer itself. torch has no read-only tensors,
+so views flagged read-only get a policy (``readonly=``):
+
+``"auto"`` (default)
+    memory that really cannot be written (a memory-mapped file: a write there would
+    segfault) is copied once per batch, counted as ``readonly``; read-only *views* of
+    writable memory (the strided windows of ``window=``) are shared, and a
+    :class:`ReadOnlyBatchWarning` says once that in-place writes would reach the table.
+``"share"``
+    always share (the caller promises not to write).
+``"copy"``
+    always copy read-only batches (counted as ``readonly-copy``).
 """
 
 from __future__ import annotations
@@ -15,10 +23,11 @@ from typing import Literal
 
 import numpy as np
 import torch
+from deeprc_core.views import memory_is_readonly
 
 from deeprc_core import Batch, record_copy
 
-ReadOnlyPolicy = Literal["share", "copy"]
+ReadOnlyPolicy = Literal["auto", "share", "copy"]
 
 
 class ReadOnlyBatchWarning(UserWarning):
@@ -40,7 +49,7 @@ class TensorBatch:
     epoch: int
 
 
-def to_tensor(view: np.ndarray, readonly: ReadOnlyPolicy = "share") -> torch.Tensor:
+def to_tensor(view: np.ndarray, readonly: ReadOnlyPolicy = "auto") -> torch.Tensor:
     """A tensor sharing ``view``'s memory (see the module docstring for read-only views)."""
     global _warned
     if view.flags.writeable:  # is_writable(view), inlined: this runs for every batch
@@ -48,10 +57,13 @@ def to_tensor(view: np.ndarray, readonly: ReadOnlyPolicy = "share") -> torch.Ten
     if readonly == "copy":
         record_copy("readonly-copy", view.nbytes, "read-only batch")
         return torch.from_numpy(np.array(view))
+    if readonly == "auto" and memory_is_readonly(view):  # a tensor must never alias unwritable memory
+        record_copy("readonly", view.nbytes, "batch over read-only memory")
+        return torch.from_numpy(np.array(view))
     if not _warned:
         _warned = True
         warnings.warn(
-            "Deep RC batches share read-only memory (memory-mapped data or window views) with the table; "
+            "Deep RC batches are read-only views of the table's memory (e.g. overlapping windows); "
             "do not modify batch tensors in place (readonly='copy' copies them, counted).",
             ReadOnlyBatchWarning,
             stacklevel=3,
@@ -61,7 +73,7 @@ def to_tensor(view: np.ndarray, readonly: ReadOnlyPolicy = "share") -> torch.Ten
         return torch.from_numpy(view)
 
 
-def to_tensors(batch: Batch, readonly: ReadOnlyPolicy = "share") -> TensorBatch:
+def to_tensors(batch: Batch, readonly: ReadOnlyPolicy = "auto") -> TensorBatch:
     """Convert a core :class:`~deeprc_core.Batch` into a :class:`TensorBatch` (zero-copy)."""
     x = to_tensor(batch.x, readonly)
     y = None if batch.y is None else to_tensor(batch.y, readonly)

@@ -27,6 +27,9 @@ CHUNK_BYTES = 256 * 1024 * 1024
 
 _HOOK_INSTALLED = False
 
+#: Seconds between printing an uncaught exception and aborting the MPI job.
+ABORT_GRACE_S = 1.0
+
 
 def _import_mpi() -> Any:
     try:
@@ -48,11 +51,17 @@ def _install_abort_hook(comm: Any) -> None:
 
     def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
         rank = comm.Get_rank()
-        sys.stderr.write(f"[deeprc rank {rank}] uncaught exception, aborting the MPI job:\n")
-        sys.stderr.write("".join(traceback.format_exception(kind, value, tb)))
-        sys.stderr.flush()
+        # The real stderr: hooks installed later (torch.distributed's) wrap this one and capture
+        # what it writes to sys.stderr to print it afterwards, which MPI_Abort would prevent.
+        err = sys.__stderr__ or sys.stderr
+        err.write(f"[deeprc rank {rank}] uncaught exception, aborting the MPI job:\n")
+        err.write("".join(traceback.format_exception(kind, value, tb)))
+        err.flush()
         if kind is KeyboardInterrupt:
             previous(kind, value, tb)
+        # mpirun forwards a rank's output asynchronously and drops what is still in flight when
+        # MPI_Abort kills the job: give it a moment, or the traceback is lost.
+        time.sleep(ABORT_GRACE_S)
         comm.Abort(1)
 
     sys.excepthook = hook
