@@ -123,19 +123,8 @@ def run_ranks(
                     MASTER_ADDR="127.0.0.1",
                     MASTER_PORT=str(port),
                 )
-                out, err = outdir / f"stdout-{r}", outdir / f"stderr-{r}"
-                logs.append((out, err))
-                procs.append(
-                    subprocess.Popen(
-                        cmd,
-                        env=e,
-                        cwd=REPO,
-                        stdout=out.open("w"),
-                        stderr=err.open("w"),
-                        text=True,
-                        start_new_session=True,
-                    )
-                )
+                logs.append((outdir / f"stdout-{r}", outdir / f"stderr-{r}"))
+                procs.append(_spawn(cmd, e, *logs[-1]))
         elif launcher == "mpirun":
             if not mpirun_available():
                 raise RuntimeError("mpirun is not on PATH: apt-get install openmpi-bin libopenmpi-dev")
@@ -164,19 +153,8 @@ def run_ranks(
                 str(outdir / "mpi"),
                 *cmd,
             ]
-            out, err = outdir / "stdout-mpirun", outdir / "stderr-mpirun"
-            logs.append((out, err))
-            procs.append(
-                subprocess.Popen(
-                    wrapped,
-                    env=e,
-                    cwd=REPO,
-                    stdout=out.open("w"),
-                    stderr=err.open("w"),
-                    text=True,
-                    start_new_session=True,
-                )
-            )
+            logs.append((outdir / "stdout-mpirun", outdir / "stderr-mpirun"))
+            procs.append(_spawn(wrapped, e, *logs[-1]))
         else:
             raise ValueError(f"launcher must be 'env' or 'mpirun', not {launcher!r}")
 
@@ -216,6 +194,12 @@ def run_ranks(
                 except ProcessLookupError:
                     pass
         shutil.rmtree(outdir, ignore_errors=True)
+
+
+def _spawn(cmd: list[str], env: dict[str, str], out: Path, err: Path) -> subprocess.Popen[str]:
+    """Start one process in its own session (so the whole group can be killed), logging to files."""
+    with out.open("w") as stdout, err.open("w") as stderr:  # the child keeps its own copies
+        return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=stdout, stderr=stderr, text=True, start_new_session=True)
 
 
 def _read(path: Path) -> str:
