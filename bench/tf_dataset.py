@@ -3,7 +3,9 @@
 Side by side, each run in a fresh process::
 
     deeprc-packed      make_dataset over a table whose 16 features are one fixed_size_list column (zero-copy)
-    deeprc-columns     make_dataset over 16 scalar feature columns (packed once: one counted copy)
+    deeprc-columns     make_dataset over 16 scalar feature columns (stacked per batch inside tf.data; the table
+                       is never packed)
+    deeprc-shuffled    deeprc-packed with shuffle=True (a new local permutation per epoch; one gather per batch)
     from_tensor_slices tf.data.Dataset.from_tensor_slices(np.stack(columns)).batch(B).prefetch(2)
     pandas-generator   tf.data.Dataset.from_generator over pandas rows, .batch(B) (run on a subsample of
                        --pandas-rows rows and extrapolated to the full table: it is ~1,000x slower)
@@ -36,7 +38,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 FEATURES = 16
-VARIANTS = ("deeprc-packed", "deeprc-columns", "from_tensor_slices", "pandas-generator")
+VARIANTS = ("deeprc-packed", "deeprc-columns", "deeprc-shuffled", "from_tensor_slices", "pandas-generator")
 
 
 def _rss() -> int:
@@ -103,15 +105,18 @@ def _child(variant: str, rows: int, batch: int, pandas_rows: int) -> dict[str, A
     from deeprc_core import GlobalTable, LocalCommunicator, copy_stats
 
     run_rows = pandas_rows if variant == "pandas-generator" else rows
-    table = _table(run_rows, packed=variant == "deeprc-packed")
+    table = _table(run_rows, packed=variant in ("deeprc-packed", "deeprc-shuffled"))
     table_bytes = int(table.nbytes)
     base = _rss()
     count = 0
     with PeakRSS() as mem:
         t0 = time.perf_counter()
         if variant.startswith("deeprc"):
-            features: Any = "x" if variant == "deeprc-packed" else [f"f{j}" for j in range(FEATURES)]
-            data = deeprc_tf.make_dataset(GlobalTable(table, LocalCommunicator()), features, "y", batch, shuffle=False)
+            features: Any = "x" if "x" in table.column_names else [f"f{j}" for j in range(FEATURES)]
+            shuffle = variant == "deeprc-shuffled"
+            data = deeprc_tf.make_dataset(
+                GlobalTable(table, LocalCommunicator()), features, "y", batch, shuffle=shuffle
+            )
             for _ in data.dataset.take(data.steps_per_epoch):
                 count += 1
             copies = copy_stats()

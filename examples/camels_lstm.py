@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         with strategy.scope():
             model = build_lstm(config.seq_len, len(splits.features), args.hidden, lr=args.lr)
         best = BestWeights(run.log, args.epochs, data.steps_per_epoch)
-        model.fit(**data.fit_kwargs(), epochs=args.epochs, verbose=0, callbacks=[best])
+        model.fit(**data.fit_kwargs([best]), epochs=args.epochs, verbose=0)
         if best.weights is not None:
             model.set_weights(best.weights)
 

@@ -95,9 +95,7 @@ def main() -> None:
             ]
         )
         model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
-    history = model.fit(
-        data.dataset, steps_per_epoch=data.steps_per_epoch, epochs=args.epochs, verbose=2 if comm.rank == 0 else 0
-    )
+    history = model.fit(**data.fit_kwargs(), epochs=args.epochs, verbose=2 if comm.rank == 0 else 0)
     if comm.rank == 0:
         print(f"trained on {comm.size} worker(s), {data.steps_per_epoch} steps/epoch; loss {history.history['loss']}")
 

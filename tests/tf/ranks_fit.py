@@ -94,7 +94,7 @@ def fit_camels(even: str = "pad", fail_rank: str = "-1") -> dict[str, Any]:
                     raise RuntimeError(f"rank {rank} fails on purpose at batch {batch}")
 
         callbacks.append(Boom())
-    history = model.fit(**data.fit_kwargs(), epochs=1, verbose=0, callbacks=callbacks)
+    history = model.fit(**data.fit_kwargs(callbacks), epochs=1, verbose=0)
     served = data.served or []
     last = max(s.generation for s in served)
     epoch0 = [s for s in served if s.generation == last and s.epoch == 0]
@@ -113,3 +113,39 @@ def fit_camels(even: str = "pad", fail_rank: str = "-1") -> dict[str, Any]:
         "tf_config": os.environ.get("TF_CONFIG"),
         "seconds": time.monotonic() - t0,
     }
+
+
+#: rows per rank of the full-batch regression in one_step
+STEP_ROWS = 128
+
+
+def step_data(rank: int) -> Any:
+    """Rank ``rank``'s rows of a fixed regression problem (features a, b; target y)."""
+    import numpy as np
+
+    rng = np.random.default_rng(100 + rank)
+    a, b = rng.random(STEP_ROWS, dtype=np.float32), rng.random(STEP_ROWS, dtype=np.float32)
+    return {"a": a, "b": b, "y": (2 * a - b + 0.5).astype(np.float32)}
+
+
+def one_step(output: str) -> dict[str, Any]:
+    """One full-batch SGD step from zero weights, model output ``(B,)`` ("flat") or ``(B, 1)`` ("column")."""
+    _threads()
+    import deeprc_tf
+
+    strategy = deeprc_tf.strategy()
+    import keras
+    import pyarrow as pa
+
+    from deeprc_core import GlobalTable, get_communicator
+
+    comm = get_communicator()
+    table = GlobalTable.from_arrow(pa.table(step_data(comm.rank)))
+    data = deeprc_tf.make_dataset(table, ["a", "b"], "y", 2 * STEP_ROWS, strategy=strategy, shuffle=False)
+    with strategy.scope():
+        layers = [keras.Input((2,)), keras.layers.Dense(1, kernel_initializer="zeros")]
+        model = keras.Sequential(layers + ([keras.layers.Reshape(())] if output == "flat" else []))
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    history = model.fit(**data.fit_kwargs(), epochs=1, verbose=0)
+    kernel, bias = model.get_weights()
+    return {"steps": data.steps_per_epoch, "loss": history.history["loss"][0], "kernel": kernel, "bias": bias}

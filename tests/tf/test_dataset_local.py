@@ -56,17 +56,17 @@ def test_fit_on_awkward_buffers(kind: str, tmp_path: object) -> None:
 
 
 def test_split_for_local_replicas_is_guarded() -> None:
-    """Several replicas per worker split each batch into views at unaligned offsets: still safe."""
+    """Several replicas per worker cut each batch at unaligned offsets: TF copies those slices, never aborts."""
     import tensorflow as tf
 
     gt = GlobalTable(_misaligned_table(), LocalCommunicator())
     stream = deeprc_tf.BatchStream(TableBatches(gt, "x", "y", 50, align=64), local_replicas=3)
-    elements = stream()
-    total = 0.0
-    for _ in range(3 * stream.steps):
-        x, y = next(elements)
+    total, sizes = 0.0, []
+    for _, y in stream.dataset().take(3 * stream.steps):
         total += float(tf.reduce_sum(y))
+        sizes.append(int(y.shape[0]))
     assert total == float(np.arange(1, N + 1).sum())
+    assert sizes[:3] == [17, 17, 16]  # np.array_split sizes of a batch of 50
 
 
 def test_validation_and_windows() -> None:
@@ -80,10 +80,38 @@ def test_validation_and_windows() -> None:
     assert tuple(x.shape) == (32, 10, 2) and tuple(y.shape) == (32, 1, 1)
     np.testing.assert_array_equal(x.numpy()[1, :, 0], np.arange(1, 11))
     assert data.validation_steps == data.steps_per_epoch == int(np.ceil((rows - 10) / 32))
-    assert set(data.fit_kwargs()) == {"x", "steps_per_epoch", "shuffle", "validation_data", "validation_steps"}
+    assert set(data.fit_kwargs()) == {
+        "x",
+        "steps_per_epoch",
+        "shuffle",
+        "callbacks",
+        "validation_data",
+        "validation_steps",
+    }
 
 
 def test_batch_size_must_divide_by_replicas() -> None:
     gt = GlobalTable(_misaligned_table(), LocalCommunicator())
     with pytest.raises(ValueError, match="multiple"):
         deeprc_tf.make_dataset(gt, "x", "y", 0)
+
+
+def test_second_fit_continues_the_plan_at_keras_epoch() -> None:
+    """fit(initial_epoch=2) after fit(epochs=2) reads plan epochs 2 and 3 (new shuffles), not 0 and 1 again."""
+    gt = GlobalTable(_misaligned_table(), LocalCommunicator())
+    data = deeprc_tf.make_dataset(gt, "x", "y", 64, shuffle=True, seed=5, record=True)
+    model = _tiny_model()
+    model.fit(**data.fit_kwargs(), epochs=2, verbose=0)
+    first = max(s.generation for s in data.served)
+    model.fit(**data.fit_kwargs(), epochs=4, initial_epoch=2, verbose=0)
+    last = max(s.generation for s in data.served)
+    assert last > first
+    second = [s for s in data.served if s.generation == last]
+    assert {s.epoch for s in second} >= {2, 3} and min(s.epoch for s in second) == 2
+    reference = TableBatches(gt, "x", "y", 64, shuffle=True, seed=5)
+    for epoch in (2, 3):
+        got = [s.index for s in second if s.epoch == epoch]
+        want = [b.index for b in reference.epoch(epoch)]
+        assert len(got) == len(want) == data.steps_per_epoch
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)

@@ -37,6 +37,33 @@ def test_changed_code_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
         check_keras()
 
 
+def test_changed_loss_reduction_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+    from keras.src.losses import loss as loss_module
+
+    def reduce_values(values: object, sample_weight: object = None, reduction: str = "sum_over_batch_size") -> object:
+        return values  # an "upstream rewrite"
+
+    original = getattr(tf_trainer.reduce_per_replica, "_deeprc_original", tf_trainer.reduce_per_replica)
+    monkeypatch.setattr(tf_trainer, "reduce_per_replica", original)  # as if not patched yet
+    monkeypatch.setattr(loss_module, "reduce_values", reduce_values)
+    with pytest.raises(KerasPatchError, match="reduce_values"):
+        check_keras()
+
+
+def test_scalar_loss_is_scaled_like_the_others() -> None:
+    """With one replica the factor is 1: the patched reduction returns what Keras's own does."""
+    import numpy as np
+    from keras.src.losses import loss as loss_module
+
+    patch_keras()
+    assert loss_module.reduce_values._deeprc_original
+    for values in (np.float32(3.0), np.arange(4, dtype=np.float32)):
+        got = loss_module.reduce_values(values)
+        want = loss_module.reduce_values._deeprc_original(values)
+        assert float(got) == float(want)
+
+
 def test_switch_off_and_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
@@ -48,6 +75,9 @@ def test_switch_off_and_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         tf_trainer.TensorFlowTrainer, "_maybe_symbolic_build", tf_trainer.TensorFlowTrainer._maybe_symbolic_build
     )
+    from keras.src.losses import loss as loss_module
+
+    monkeypatch.setattr(loss_module, "reduce_values", loss_module.reduce_values)
     assert patch_keras() is True
     patched = tf_trainer.reduce_per_replica
     assert patched._deeprc_patched

@@ -83,6 +83,29 @@ def test_fit_two_workers_mpirun_rebalance() -> None:
     _check_fit([r.value for r in res], "rebalance")
 
 
+@pytest.mark.parametrize("output", ["flat", "column"])
+def test_one_step_equals_the_single_process_gradient(output: str) -> None:
+    """The step 2 workers take is the one a single process takes on all the rows (not replicas x it).
+
+    "flat" (model output (B,), targets (B,)) makes Keras's per-replica loss a scalar, which
+    Keras 3 leaves unscaled for distribution: without the workaround the step and the
+    reported loss are exactly 2x.
+    """
+    import ranks_fit
+
+    res = run_ranks(BODY, "one_step", 2, launcher="env", timeout=240, args=(output,))
+    data = [ranks_fit.step_data(r) for r in (0, 1)]
+    x = np.concatenate([np.stack([d["a"], d["b"]], axis=1) for d in data]).astype(np.float64)
+    y = np.concatenate([d["y"] for d in data]).astype(np.float64)
+    lr, n = 0.1, len(y)  # MSE at zero weights: gradient -2/n * sum(y x), loss mean(y^2)
+    for r in res:
+        v = r.value
+        assert v["steps"] == 1
+        np.testing.assert_allclose(v["kernel"].ravel(), lr * 2 / n * (y @ x), rtol=1e-4)
+        np.testing.assert_allclose(v["bias"], [lr * 2 / n * y.sum()], rtol=1e-4)
+        np.testing.assert_allclose(v["loss"], np.mean(y**2), rtol=1e-4)
+
+
 def test_failing_worker_fails_every_worker_in_bounded_time() -> None:
     """Rank 1 raises at batch 3: rank 0 must exit non-zero by itself (heartbeats / collective timeout)."""
     timeout = 10

@@ -8,7 +8,7 @@ framework adapters (deeprc-torch, deeprc-tf) only wrap what it hands them.
 from __future__ import annotations
 
 from . import env_vars
-from .batches import Batch, TableBatches
+from .batches import Batch, BatchArrays, EpochRows, TableBatches
 from .comm import (
     Communicator,
     LocalCommunicator,
@@ -53,6 +53,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Batch",
+    "BatchArrays",
+    "EpochRows",
     "BatchPlan",
     "PlannedBatch",
     "TableBatches",

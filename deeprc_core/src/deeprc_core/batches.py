@@ -25,7 +25,7 @@ batch only; a global shuffle moves the table once per epoch. All are counted in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -82,6 +82,53 @@ class Batch:
 
     def __repr__(self) -> str:
         return f"Batch(epoch={self.epoch}, number={self.number}, x={self.x.shape}, y={None if self.y is None else self.y.shape})"
+
+
+class BatchArrays(NamedTuple):
+    """This rank's data as the arrays a graph-side consumer cuts batches from (:meth:`TableBatches.arrays`).
+
+    All arrays are C-contiguous, of the batches' dtype, and on the ``align`` boundary.
+    ``x`` is either one array of rows (``stack_x`` False) or the feature columns, one
+    1-D array each, that a batch stacks on axis 1 (``stack_x`` True, so that the table is
+    never packed). ``y`` is one array of rows, or None. Without a window, sample row
+    ``r`` is ``x[r]``/``y[r]``. With one, ``r`` is a window's first row: inputs are
+    rows ``r .. r + input_len - 1`` of x, targets rows ``r + window.target_start`` on
+    (``horizon`` of them) of y.
+    """
+
+    x: tuple[np.ndarray, ...]
+    y: np.ndarray | None
+    stack_x: bool
+    window: Window | None
+
+
+class EpochRows(NamedTuple):
+    """One epoch of the plan as rows of :class:`BatchArrays` (:meth:`TableBatches.epoch_rows`).
+
+    Batch ``b`` is positions ``bounds[b]:bounds[b+1]``: rows ``rows[lo:hi]``, or, when
+    ``rows`` is None (no shuffle, padding or filtering), the rows ``lo .. hi - 1``
+    themselves. ``padded`` marks the positions that repeat earlier samples (even='pad').
+    """
+
+    epoch: int
+    rows: np.ndarray | None
+    bounds: np.ndarray
+    padded: np.ndarray | None
+
+
+def _is_scalar_numeric(t: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
+
+
+def _sort_batches(samples: np.ndarray, bounds: np.ndarray, padded: np.ndarray | None, batch_size: int) -> None:
+    """Sort, in place, the samples of every batch without padding (sorted reads are faster; order within a batch is free)."""
+    clean_until = len(samples) if padded is None or not padded.any() else int(np.argmax(padded))
+    full = min(clean_until, int(bounds[-1])) // batch_size  # leading whole batches without padding
+    samples[: full * batch_size].reshape(full, batch_size).sort(axis=1)
+    for b in range(full, len(bounds) - 1):
+        lo, hi = int(bounds[b]), int(bounds[b + 1])
+        if hi <= clean_until:
+            samples[lo:hi].sort()
 
 
 def _global_ids(rows: slice | np.ndarray, first: int, ids: np.ndarray | None, offset: int) -> np.ndarray:
@@ -225,17 +272,23 @@ class TableBatches:
         if w is not None:
             local = with_halo(table, w.span - 1)
         local = self._fill_target_nulls(local)
-        x = _matrix(local, self.features, "__x__", self.dtype, self.align)
+        # x of a list of columns is packed only when a numpy batch needs it (arrays() serves the columns as they are)
+        self._x_table = local
+        self._x_base: np.ndarray | None = None
+        self._x_view: np.ndarray | None = None
+        self._arrays: BatchArrays | None = None
+        if isinstance(self.features, str):
+            self._x_base = _matrix(local, self.features, "__x__", self.dtype, self.align)
         y = None if self.target is None else _matrix(local, self.target, "__y__", self.dtype, self.align)
+        self._first = table.row_offset
         if w is None:
-            self._x, self._y = x, y
+            self._y = y
             self._valid: np.ndarray | None = None
             if y is not None and self.dropna_target:
                 bad = np.isnan(y.reshape(len(y), int(np.prod(y.shape[1:])))).any(axis=1)  # -1 fails on 0 rows
                 self._valid = np.flatnonzero(~bad) if bad.any() else None
-            ids = local.column(ROW_ID).to_numpy() if ROW_ID in local.column_names else None
-            self._ids = ids
-            self._first = table.row_offset
+            self._ids = local.column(ROW_ID).to_numpy() if ROW_ID in local.column_names else None
+            self._starts: np.ndarray | None = None
             self.num_samples = table.local_num_rows if self._valid is None else len(self._valid)
             return
         # Candidate windows start at global rows that are multiples of the stride.
@@ -246,9 +299,9 @@ class TableBatches:
         last_needed = first + (n_starts - 1) * w.stride + w.span if n_starts else 0
         if last_needed > local.num_rows:  # windows that would run past the end of the table
             n_starts = max(0, (local.num_rows - w.span - first) // w.stride + 1)
-        x2 = x.reshape(len(x), 1) if x.ndim == 1 else x
+        self._window_first, self._n_starts = first, n_starts
         y2 = None if y is None else (y.reshape(len(y), 1) if y.ndim == 1 else y)
-        self._x = sliding_windows(x2[first:], w.input_len, w.stride)[:n_starts]
+        self._y_base = y2
         self._y = None if y2 is None else sliding_windows(y2[first + w.target_start :], w.horizon, w.stride)[:n_starts]
         starts = first + np.arange(n_starts, dtype=np.int64) * w.stride
         keep = np.ones(n_starts, dtype=bool)
@@ -259,9 +312,27 @@ class TableBatches:
             keep &= ~np.isnan(self._y.reshape(n_starts, -1)).any(axis=1)
         self._valid = None if keep.all() else np.flatnonzero(keep)
         self._ids = None
-        self._first = table.row_offset
         self._starts = starts
         self.num_samples = n_starts if self._valid is None else len(self._valid)
+
+    def _packed_x(self) -> np.ndarray:
+        """The local features as one array of rows (a list of columns is packed here, once, counted)."""
+        if self._x_base is None:
+            self._x_base = _matrix(self._x_table, self.features, "__x__", self.dtype, self.align)
+        return self._x_base
+
+    @property
+    def _x(self) -> np.ndarray:
+        """Samples of x: rows, or (with a window) zero-copy windows over the rows."""
+        if self._x_view is None:
+            base = self._packed_x()
+            w = self.window
+            if w is None:
+                self._x_view = base
+            else:
+                x2 = base.reshape(len(base), 1) if base.ndim == 1 else base
+                self._x_view = sliding_windows(x2[self._window_first :], w.input_len, w.stride)[: self._n_starts]
+        return self._x_view
 
     def _fill_target_nulls(self, local: pa.Table) -> pa.Table:
         """Nulls in a float target become NaN (then skipped by dropna_target)."""
@@ -286,7 +357,67 @@ class TableBatches:
     @property
     def sample_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         """Shape of one sample of x, and of y (None without a target)."""
-        return tuple(self._x.shape[1:]), None if self._y is None else tuple(self._y.shape[1:])
+        if self._x_base is None:  # a list of scalar columns, not packed (yet)
+            row: tuple[int, ...] = (len(_as_names(self.features)),)
+        else:
+            row = tuple(self._x_base.shape[1:])
+        x_shape = row if self.window is None else (self.window.input_len, *(row or (1,)))
+        return x_shape, None if self._y is None else tuple(self._y.shape[1:])
+
+    # ------------------------------------------- index form (graph-side consumers)
+    def arrays(self) -> BatchArrays:
+        """This rank's data as the arrays batches are cut from (see :class:`BatchArrays`).
+
+        A list of scalar feature columns comes back column by column, not packed: a
+        consumer that stacks per batch (deeprc-tf) never copies the table. Call
+        :meth:`prepare_epoch` first under ``shuffle='global'`` (the arrays change per epoch).
+        """
+        if self._arrays is None:
+            names = _as_names(self.features)
+            stack = not isinstance(self.features, str) and all(
+                _is_scalar_numeric(self._x_table.schema.field(c).type) for c in names
+            )
+            if stack:
+                x: tuple[np.ndarray, ...] = tuple(
+                    _matrix(self._x_table, c, "__x__", self.dtype, self.align) for c in names
+                )
+            else:
+                base = self._packed_x()
+                x = (base.reshape(len(base), 1) if self.window is not None and base.ndim == 1 else base,)
+            y = self._y if self.window is None else self._y_base
+            self._arrays = BatchArrays(x, y, stack, self.window)
+        return self._arrays
+
+    def epoch_rows(self, epoch: int) -> EpochRows:
+        """The plan of ``epoch`` as rows of :meth:`arrays`: every batch at once (collective for shuffle='global').
+
+        The same batches, in the same order, with the same samples as :meth:`epoch`
+        (rows sorted within each batch that has no padding).
+        """
+        self.prepare_epoch(epoch)
+        samples, padded = self.plan.epoch_samples(epoch)
+        bounds = self.plan.bounds()
+        if samples is None and self._valid is None and self._starts is None:
+            return EpochRows(epoch, None, bounds, None)
+        if samples is None:
+            samples = np.arange(self.plan.samples_per_epoch, dtype=np.int64)
+        else:
+            _sort_batches(samples, bounds, padded, self.batch_size)
+        rows = samples if self._valid is None else self._valid[samples]
+        if self._starts is not None:
+            rows = self._starts[rows]
+        return EpochRows(epoch, rows, bounds, padded)
+
+    @property
+    def in_order(self) -> bool:
+        """True when every epoch is consecutive rows in order (:attr:`EpochRows.rows` is None): batches are slices."""
+        return (
+            self.shuffle == "none" and self.window is None and self._valid is None and self.plan.padded_per_epoch == 0
+        )
+
+    def global_ids(self, rows: slice | np.ndarray) -> np.ndarray:
+        """Global sample ids of rows of :meth:`arrays` (the global row, or a window's first global row)."""
+        return _global_ids(rows, self._first, self._ids, 0)
 
     def prepare_epoch(self, epoch: int) -> None:
         """Do the collective work of ``epoch`` now (the global reshuffle), without iterating.
@@ -325,5 +456,5 @@ class TableBatches:
             rows = idx
         # Bind the id arrays now: a global shuffle replaces them at the next epoch.
         first = self._first
-        ids, offset = (self._starts, first) if self.window is not None else (self._ids, 0)
+        ids, offset = (self._starts, first) if self._starts is not None else (self._ids, 0)
         return Batch(x, y, lambda: _global_ids(rows, first, ids, offset), padded, number, epoch)

@@ -39,6 +39,7 @@ import numpy as np
 
 from .comm.base import Communicator
 from .errors import DeepRCError
+from .views import aligned_empty
 
 EvenPolicy = Literal["drop", "pad", "rebalance"]
 ShuffleMode = Literal["none", "local", "global"]
@@ -142,9 +143,35 @@ class BatchPlan:
             return None
         rng = np.random.default_rng([self.seed, int(epoch), self.rank])
         # int32 where it fits: the order is the shuffle's only per-sample memory (4 bytes, not 8).
-        order = np.arange(self.num_samples, dtype=np.int32 if self.num_samples < 2**31 else np.int64)
+        order = aligned_empty((self.num_samples,), np.int32 if self.num_samples < 2**31 else np.int64)
+        step = 1 << 20  # filled in pieces: no second full-size temporary
+        for lo in range(0, self.num_samples, step):  # aligned: TensorFlow can take it as it is
+            order[lo : lo + step] = np.arange(lo, min(lo + step, self.num_samples), dtype=order.dtype)
         rng.shuffle(order)
         return order
+
+    def bounds(self) -> np.ndarray:
+        """Batch ``b`` of every epoch is positions ``bounds[b]:bounds[b+1]`` of the epoch's samples (int64)."""
+        return np.minimum(np.arange(self.num_batches + 1, dtype=np.int64) * self.batch_size, self.samples_per_epoch)
+
+    def epoch_samples(self, epoch: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """All samples of ``epoch`` at once, in batch order: what :meth:`batches` yields, concatenated.
+
+        Returns ``(samples, padded)``: ``samples`` is None when the epoch is the samples
+        ``0 .. samples_per_epoch - 1`` in order (no shuffle, no padding); ``padded`` marks
+        repeated samples, or is None. Cut batches with :meth:`bounds`.
+        """
+        order = self.order(epoch)
+        n, total = self.num_samples, self.samples_per_epoch
+        if order is None and total <= n:
+            return None, None
+        if order is not None and total <= n:  # the common shuffled epoch: the order itself, no index arithmetic
+            return order[:total], None
+        # even='pad': positions past the rank's samples wrap around to its first ones
+        pos: np.ndarray = np.arange(total, dtype=np.int32 if total < 2**31 else np.int64)
+        padded = pos >= n
+        samples = pos % n
+        return (samples if order is None else order[samples]), padded
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[PlannedBatch]:
         """The batches of ``epoch`` from batch number ``start`` on (to resume mid-epoch)."""

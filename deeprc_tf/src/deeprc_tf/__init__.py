@@ -31,6 +31,7 @@ __all__ = [
     "DeepRCSequence",
     "DistributedData",
     "KerasPatchError",
+    "PlanEpoch",
     "Served",
     "TFAlreadyStartedError",
     "derive_tf_config",
@@ -49,4 +50,8 @@ def __getattr__(name: str) -> Any:
         from .sequence import DeepRCSequence
 
         return DeepRCSequence
+    if name == "PlanEpoch":
+        from .callbacks import PlanEpoch
+
+        return PlanEpoch
     raise AttributeError(f"module 'deeprc_tf' has no attribute {name!r}")

@@ -1,15 +1,27 @@
 """``make_dataset``: what ``model.fit`` needs to read this rank's partition under ``tf.distribute``.
 
-The batches come from :class:`deeprc_core.TableBatches` (the agreed plan, shuffles,
-windows, ``even=`` policies, all in the core) with ``align=64``; this module only
-turns them into tensors (:func:`deeprc_tf.tensors.to_tensor`: DLPack for aligned
-views, the core's aligned copy otherwise) and hands them to
+The plan comes from :class:`deeprc_core.TableBatches` (the agreed batch counts, shuffles,
+windows, ``even=`` policies, all in the core) with ``align=64``; this module cuts the
+batches *inside* tf.data, so that Python runs once per epoch, not once per batch:
+
+* once per epoch, a ``tf.py_function`` asks the core for the epoch in index form
+  (:meth:`~deeprc_core.TableBatches.epoch_rows`) and hands TensorFlow the partition's
+  arrays (:meth:`~deeprc_core.TableBatches.arrays`) as DLPack tensors over the Arrow
+  buffers (no copy; :func:`deeprc_tf.tensors.to_tensor` copies, counted, only a
+  misaligned buffer);
+* each batch is then a graph op over those tensors: a slice for unshuffled rows (TF
+  shares 64-byte-aligned slices, copies others), a ``tf.gather`` for shuffled, padded or
+  filtered rows and windows (one copy of that batch), a ``tf.stack`` for a list of
+  feature columns (one copy of the batch; the table itself is never packed). Those
+  per-batch copies are counted per epoch in :func:`deeprc_core.copy_stats`.
+
+Under ``tf.distribute`` the per-worker pipeline goes to
 ``strategy.distribute_datasets_from_function``:
 
 * each worker's pipeline yields per-replica batches of its own partition
   (``global_batch_size / num_replicas_in_sync``); auto-sharding is off, because the
   table is already partitioned;
-* the stream runs epoch after epoch (a repeat, with the per-epoch reshuffle), and
+* the stream runs epoch after epoch (with the per-epoch reshuffle), and
   ``steps_per_epoch`` is the plan's agreed batch count — identical on every worker —
   so every worker runs the same number of steps and no worker runs out first, and
   epoch ``e`` of ``fit`` is exactly epoch ``e`` of the plan.
@@ -20,23 +32,23 @@ ends on its own. :meth:`DistributedData.fit_kwargs` holds all of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from deeprc_core.plan import EvenPolicy
-from deeprc_core.views import TF_ALIGNMENT
+from deeprc_core.views import TF_ALIGNMENT, aligned_empty, is_aligned
 from deeprc_core.windows import Window
 
-from deeprc_core import Batch, GlobalTable, TableBatches, detect_wiring
+from deeprc_core import EpochRows, GlobalTable, TableBatches, detect_wiring, record_copy
 
 from .tensors import to_tensor
 
 
 @dataclass
 class Served:
-    """One batch a pipeline handed to TensorFlow (kept when ``record=True``)."""
+    """One batch of a pipeline's plan, recorded (with ``record=True``) when TensorFlow asked for its epoch."""
 
     #: how many times the pipeline had been restarted before (Keras restarts it once after building the model)
     generation: int
@@ -48,15 +60,48 @@ class Served:
     padded: np.ndarray | None = None
 
 
+def _aligned_index(rows: np.ndarray) -> np.ndarray:
+    out = aligned_empty(rows.shape, rows.dtype)
+    out[...] = rows
+    return out
+
+
+def split_bounds(bounds: np.ndarray, parts: int) -> np.ndarray:
+    """Cut every batch ``bounds[b]:bounds[b+1]`` into ``parts`` consecutive pieces, sized like ``np.array_split``."""
+    if parts == 1:
+        return bounds
+    size = np.diff(bounds)
+    q, r = np.divmod(size, parts)
+    sizes = q[:, None] + (np.arange(parts)[None, :] < r[:, None])
+    return np.concatenate([bounds[:1], bounds[0] + np.cumsum(sizes.ravel())])
+
+
 class BatchStream:
-    """Endless per-replica batches of one TableBatches, epoch after epoch (one worker's pipeline)."""
+    """Endless per-replica batches of one TableBatches, cut inside tf.data (one worker's pipeline).
+
+    Python runs once per epoch (the plan and the tensors over the partition); every
+    batch is a slice or gather in TensorFlow's own threads. Each fresh iterator (``fit``
+    makes one, and Keras one more to build the model) starts at :attr:`start_epoch`.
+    """
 
     def __init__(self, batches: TableBatches, local_replicas: int = 1, record: bool = False) -> None:
         self.batches = batches
         self.local_replicas = int(local_replicas)
         self.steps = batches.num_batches
+        #: the plan epoch a fresh iterator starts at (:class:`deeprc_tf.PlanEpoch` keeps it equal to Keras's epoch)
+        self.start_epoch = 0
+        #: iterators made so far
         self.generation = 0
         self.served: list[Served] | None = [] if record else None
+        arrays = batches.arrays()
+        self._num_x = len(arrays.x)
+        self._stack_x = arrays.stack_x
+        self._has_y = arrays.y is not None
+        self._window = arrays.window
+        self._in_order = batches.in_order
+        rows = len(arrays.x[0])
+        # int32 rows halve the plan's memory; leave headroom for a global shuffle moving rows in
+        self._index_dtype = np.int32 if rows < 2**30 else np.int64
 
     def element_spec(self) -> Any:
         """The ``tf.TensorSpec`` of one element, ``x`` or ``(x, y)``, from the plan's sample shapes."""
@@ -67,31 +112,113 @@ class BatchStream:
         spec = tuple(tf.TensorSpec((None, *shape), dtype) for shape in shapes)
         return spec if len(spec) > 1 else spec[0]
 
-    def __call__(self) -> Iterator[Any]:
-        """A fresh pass from epoch 0 (tf.data calls this each time an iterator is made)."""
-        generation, self.generation = self.generation, self.generation + 1
-        epoch = 0
-        while True:
-            for _, batch in zip(range(self.steps), self.batches.epoch(epoch)):
-                if self.served is not None:
-                    self.served.append(
-                        Served(generation, batch.epoch, batch.number, np.array(batch.index), batch.padded)
-                    )
-                yield from self._elements(batch)
-            epoch += 1
+    # ------------------------------------------------------------------ per epoch, in Python
+    def epoch_tensors(self, epoch: Any) -> list[Any]:
+        """The partition's tensors, the epoch's rows and its per-replica bounds (run by ``tf.py_function``)."""
+        e = int(epoch)
+        plan = self.batches.epoch_rows(e)  # collective for shuffle='global', in the same order on every rank
+        arrays = self.batches.arrays()
+        self._record(plan)
+        self._count_copies(plan, arrays)
+        if plan.rows is not None:
+            rows = plan.rows.astype(self._index_dtype, copy=False)
+        elif self._in_order:
+            rows = np.zeros(0, self._index_dtype)  # batches are slices
+        else:  # this epoch happens to be in order (a global shuffle's table): the graph gathers
+            rows = np.arange(int(plan.bounds[-1]), dtype=self._index_dtype)
+        if rows.size and not is_aligned(rows):  # an index, not data: not counted as a copy
+            rows = _aligned_index(rows)
+        data = [to_tensor(x) for x in [*arrays.x, *([] if arrays.y is None else [arrays.y])]]
+        # the bounds are small: numpy, which TensorFlow copies into its own buffer
+        return [*data, to_tensor(rows), split_bounds(plan.bounds, self.local_replicas)]
 
-    def _elements(self, batch: Batch) -> Iterator[Any]:
-        xs = np.array_split(batch.x, self.local_replicas) if self.local_replicas > 1 else [batch.x]
-        ys = (
-            (np.array_split(batch.y, self.local_replicas) if self.local_replicas > 1 else [batch.y])
-            if batch.y is not None
-            else None
-        )
-        for i, x in enumerate(xs):
-            if ys is None:
-                yield to_tensor(x)
-            else:
-                yield to_tensor(x), to_tensor(ys[i])
+    def _begin(self) -> np.int64:
+        self.generation += 1
+        return np.int64(self.start_epoch)
+
+    def _record(self, plan: EpochRows) -> None:
+        if self.served is None:
+            return
+        for b in range(len(plan.bounds) - 1):
+            lo, hi = int(plan.bounds[b]), int(plan.bounds[b + 1])
+            rows = slice(lo, hi) if plan.rows is None else plan.rows[lo:hi]
+            padded = None if plan.padded is None else plan.padded[lo:hi]
+            padded = padded if padded is not None and padded.any() else None
+            self.served.append(Served(self.generation - 1, plan.epoch, b, self.batches.global_ids(rows), padded))
+
+    def _count_copies(self, plan: EpochRows, arrays: Any) -> None:
+        """What the epoch's batches will copy inside TensorFlow, counted once per epoch."""
+        samples = int(plan.bounds[-1])
+        x_row = sum(int(np.prod(a.shape[1:], dtype=np.int64)) * a.itemsize for a in arrays.x)
+        y_row = 0 if arrays.y is None else int(np.prod(arrays.y.shape[1:], dtype=np.int64)) * arrays.y.itemsize
+        w = self._window
+        if w is not None:
+            record_copy("window-gather", samples * (x_row * w.input_len + y_row * w.horizon), f"epoch {plan.epoch}")
+        elif not self._in_order:
+            record_copy("gather", samples * (x_row + y_row), f"epoch {plan.epoch}")
+        elif self._stack_x:
+            record_copy("stack", samples * x_row, f"epoch {plan.epoch}: {self._num_x} columns per batch")
+
+    # ------------------------------------------------------------------ per batch, in the graph
+    def _element(self, i: Any, xs: list[Any], y: Any, rows: Any, bounds: Any) -> Any:
+        import tensorflow as tf
+
+        lo, hi = bounds[i], bounds[i + 1]
+        w = self._window
+        if w is not None:
+            starts = tf.cast(rows[lo:hi], tf.int64)[:, None]
+
+            def take_x(a: Any) -> Any:
+                return tf.gather(a, starts + tf.range(w.input_len, dtype=tf.int64))
+
+            def take_y(a: Any) -> Any:
+                return tf.gather(a, starts + tf.range(w.target_start, w.target_start + w.horizon, dtype=tf.int64))
+
+        elif self._in_order:
+
+            def take_x(a: Any) -> Any:
+                return a[lo:hi]
+
+            take_y = take_x
+        else:
+            picked = rows[lo:hi]
+
+            def take_x(a: Any) -> Any:
+                return tf.gather(a, picked)
+
+            take_y = take_x
+        x = tf.stack([take_x(a) for a in xs], axis=-1) if self._stack_x else take_x(xs[0])
+        spec = self.element_spec()
+        if y is None:
+            return tf.ensure_shape(x, spec.shape)
+        return tf.ensure_shape(x, spec[0].shape), tf.ensure_shape(take_y(y), spec[1].shape)
+
+    def dataset(self, prefetch: int = 2) -> Any:
+        """The endless ``tf.data.Dataset`` of per-replica elements, epoch after epoch from epoch 0."""
+        import tensorflow as tf
+
+        dtype = tf.as_dtype(self.batches.dtype)
+        num_data = self._num_x + int(self._has_y)
+        types = [dtype] * num_data + [tf.as_dtype(self._index_dtype), tf.int64]
+        elements = self.steps * self.local_replicas
+
+        def one_epoch(epoch: Any) -> Any:
+            out = tf.py_function(self.epoch_tensors, [epoch], types)
+            xs = list(out[: self._num_x])
+            y = out[self._num_x] if self._has_y else None
+            rows, bounds = out[num_data], out[num_data + 1]
+            return tf.data.Dataset.range(elements).map(lambda i: self._element(i, xs, y, rows, bounds))
+
+        def from_start(_: Any) -> Any:  # runs once per iterator: where this pass starts
+            start = tf.py_function(self._begin, [], tf.int64)
+            return tf.data.Dataset.range(tf.reshape(start, []), 2**62).flat_map(one_epoch)
+
+        ds = tf.data.Dataset.from_tensors(np.int64(0)).flat_map(from_start)
+        options = tf.data.Options()
+        # The table is already partitioned: sharding it again would drop (workers-1)/workers of every partition.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        ds = ds.with_options(options)
+        return ds.prefetch(prefetch) if prefetch else ds
 
 
 @dataclass
@@ -108,9 +235,22 @@ class DistributedData:
     validation_steps: int | None = None
     validation: BatchStream | None = field(default=None)
 
-    def fit_kwargs(self) -> dict[str, Any]:
-        """``x``, ``steps_per_epoch``, ``shuffle=False`` (the plan shuffles) and any validation arguments."""
-        kw: dict[str, Any] = {"x": self.dataset, "steps_per_epoch": self.steps_per_epoch, "shuffle": False}
+    @property
+    def callback(self) -> Any:
+        """A :class:`deeprc_tf.PlanEpoch` for this data: plan epoch = Keras epoch across ``fit`` calls."""
+        from .callbacks import PlanEpoch
+
+        return PlanEpoch([self.train])
+
+    def fit_kwargs(self, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+        """``x``, ``steps_per_epoch``, ``shuffle=False`` (the plan shuffles), any validation arguments,
+        and ``callbacks``: yours plus :attr:`callback`."""
+        kw: dict[str, Any] = {
+            "x": self.dataset,
+            "steps_per_epoch": self.steps_per_epoch,
+            "shuffle": False,
+            "callbacks": [*callbacks, self.callback],
+        }
         if self.validation_data is not None:
             kw.update(validation_data=self.validation_data, validation_steps=self.validation_steps)
         return kw
@@ -204,12 +344,10 @@ def make_dataset(
         )
 
     distributed = workers > 1 or local_replicas > 1
-    train_ds = _distribute(strategy, train, workers, prefetch) if distributed else _pipeline(train, prefetch)
+    train_ds = _distribute(strategy, train, workers, prefetch) if distributed else train.dataset(prefetch)
     val_ds = None
     if validation is not None:
-        val_ds = (
-            _distribute(strategy, validation, workers, prefetch) if distributed else _pipeline(validation, prefetch)
-        )
+        val_ds = _distribute(strategy, validation, workers, prefetch) if distributed else validation.dataset(prefetch)
     return DistributedData(
         dataset=train_ds,
         steps_per_epoch=train.steps,
@@ -223,17 +361,6 @@ def make_dataset(
     )
 
 
-def _pipeline(stream: BatchStream, prefetch: int) -> Any:
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_generator(stream, output_signature=stream.element_spec())
-    options = tf.data.Options()
-    # The table is already partitioned: sharding it again would drop (workers-1)/workers of every partition.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    ds = ds.with_options(options)
-    return ds.prefetch(prefetch) if prefetch else ds
-
-
 def _distribute(strategy: Any, stream: BatchStream, workers: int, prefetch: int) -> Any:
     import tensorflow as tf
 
@@ -245,6 +372,6 @@ def _distribute(strategy: Any, stream: BatchStream, workers: int, prefetch: int)
                 f"make_dataset: TensorFlow's input pipeline {ctx.input_pipeline_id} of {ctx.num_input_pipelines} "
                 f"is not this rank ({rank} of {workers}); TF_CONFIG and the wiring disagree"
             )
-        return _pipeline(stream, prefetch)
+        return stream.dataset(prefetch)
 
     return strategy.distribute_datasets_from_function(dataset_fn)

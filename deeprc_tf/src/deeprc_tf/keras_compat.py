@@ -15,9 +15,18 @@ Keras 3's TensorFlow trainer has two bugs that only show with several workers:
    are scalars: ``Invalid reduction dimension 0 for input with 0 dimensions``.
    Fix: ``axis=None`` — the element-wise mean over all replicas, which is what
    MirroredStrategy computes on one host.
+3. ``keras.src.losses.loss.reduce_values`` returns a loss that is already a scalar
+   without ``scale_loss_for_distribution`` (the 1/replicas factor that turns the
+   gradients' all-reduce SUM into a mean), but the loss tracker still un-scales it
+   (x replicas). A scalar per-replica loss is common: a model with output ``(B,)``
+   and targets ``(B,)`` (one target column) under ``"mse"`` averages over the last
+   axis, which is the batch. Measured with 2 workers: gradients and the reported loss
+   are exactly 2x the single-process ones — training silently runs at replicas x the
+   learning rate. Fix: scale the scalar as Keras scales every other reduced loss
+   (tf_keras did; one process is unaffected, the factor is 1).
 
-:func:`patch_keras` applies both, only on Keras versions and code it knows: it
-checks the version range and that the two functions still contain the code it
+:func:`patch_keras` applies all three, only on Keras versions and code it knows: it
+checks the version range and that the functions still contain the code it
 replaces. Anything else raises :class:`KerasPatchError` instead of training with a
 Keras that might silently mis-train.
 """
@@ -35,6 +44,9 @@ KNOWN_KERAS = ((3, 0), (3, 16))
 #: Code that must be present in the functions patched; gone means Keras changed them.
 _SYMBOLIC_BUILD_BUG = 'self.distribute_strategy.reduce(\n                        "MEAN",'
 _REDUCE_BUG = 'strategy.reduce("MEAN", v, axis=0)'
+_SCALAR_LOSS_BUG = ("or tuple(values.shape) == ()", "loss = scale_loss_for_distribution(loss)")
+#: reductions whose result Keras scales for distribution (what the scalar case must match)
+_SCALED_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
 #: Set to 0 to skip the patch (at your own risk, e.g. once Keras has fixed #20585).
 PATCH_ENV = "DEEPRC_TF_PATCH_KERAS"
 
@@ -79,10 +91,16 @@ def check_keras() -> Any:
             f"deeprc_tf knows the keras-team/keras#20585 workaround for Keras {'.'.join(map(str, lo))} up to "
             f"(excluding) {'.'.join(map(str, hi))}, but Keras {keras.__version__} is installed. {how}"
         )
+    from keras.src.losses import loss as loss_module
+
     try:
         build_src = inspect.getsource(tf_trainer.TensorFlowTrainer._maybe_symbolic_build)
         reduce_src = inspect.getsource(tf_trainer.reduce_per_replica)
+        values_src = inspect.getsource(
+            getattr(loss_module.reduce_values, "_deeprc_original", loss_module.reduce_values)
+        )
         tf_trainer._collective_all_reduce_multi_worker  # noqa: B018  (must exist)
+        loss_module.scale_loss_for_distribution  # noqa: B018
     except (AttributeError, OSError, TypeError) as exc:
         raise KerasPatchError(
             f"Keras {keras.__version__}: the code the workaround replaces is not there ({exc}). {how}"
@@ -93,6 +111,11 @@ def check_keras() -> Any:
         raise KerasPatchError(
             f"Keras {keras.__version__} changed TensorFlowTrainer._maybe_symbolic_build or reduce_per_replica, "
             f"which the keras-team/keras#20585 workaround replaces. {how}"
+        )
+    if not all(code in values_src for code in _SCALAR_LOSS_BUG):
+        raise KerasPatchError(
+            f"Keras {keras.__version__} changed keras.src.losses.loss.reduce_values, whose scalar-loss scaling "
+            f"under tf.distribute the workaround fixes. {how}"
         )
     return tf_trainer
 
@@ -146,6 +169,18 @@ def patch_keras() -> bool:
             iterator = None
         return original_build(self, iterator=iterator, data_batch=data_batch)
 
+    from keras.src.losses import loss as loss_module
+
+    original_values = loss_module.reduce_values
+
+    def reduce_values(values: Any, sample_weight: Any = None, reduction: str = "sum_over_batch_size") -> Any:
+        loss = original_values(values, sample_weight, reduction)
+        if reduction in _SCALED_REDUCTIONS and tuple(values.shape) == ():
+            loss = loss_module.scale_loss_for_distribution(loss)  # x 1/replicas, like every other reduced loss
+        return loss
+
+    reduce_values._deeprc_original = original_values  # type: ignore[attr-defined]
+    loss_module.reduce_values = reduce_values
     reduce_per_replica.__doc__ = original_reduce.__doc__
     reduce_per_replica._deeprc_patched = True  # type: ignore[attr-defined]
     reduce_per_replica._deeprc_original = original_reduce  # type: ignore[attr-defined]

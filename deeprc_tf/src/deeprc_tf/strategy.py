@@ -90,6 +90,7 @@ def strategy(communication: Communication = "auto", *, timeout: float | None = N
         gpus = tf.config.list_physical_devices("GPU")
         if len(gpus) > 1:
             require_fresh_tf("deeprc_tf.strategy() (MirroredStrategy over several GPUs)")
+            patch_keras()  # the scalar-loss scaling fix applies to every multi-replica strategy
             cross = (
                 tf.distribute.NcclAllReduce() if communication != "ring" else tf.distribute.HierarchicalCopyAllReduce()
             )
