@@ -194,7 +194,7 @@ class BatchStream:
         return tf.ensure_shape(x, spec[0].shape), tf.ensure_shape(take_y(y), spec[1].shape)
 
     def dataset(self, prefetch: int = 2) -> Any:
-        """The endless ``tf.data.Dataset`` of per-replica elements, epoch after epoch from epoch 0."""
+        """The endless ``tf.data.Dataset`` of per-replica elements, epoch after epoch from :attr:`start_epoch`."""
         import tensorflow as tf
 
         dtype = tf.as_dtype(self.batches.dtype)
