@@ -90,6 +90,22 @@ def test_validation_and_windows() -> None:
     }
 
 
+def test_val_window_differs_from_the_training_window() -> None:
+    rows = 400
+    table = pa.table({"a": np.arange(rows, dtype=np.float32), "t": np.arange(rows, dtype=np.float32)})
+    gt = GlobalTable(table, LocalCommunicator())
+    data = deeprc_tf.make_dataset(gt, ["a"], "t", 32, window=(10, 1, 4), val=gt, val_window=(10, 1), shuffle=False)
+    windows = rows - 11 + 1
+    assert data.steps_per_epoch == int(np.ceil(((windows - 1) // 4 + 1) / 32))
+    assert data.validation_steps == int(np.ceil(windows / 32))
+    x, _ = next(iter(data.validation_data))
+    np.testing.assert_array_equal(x.numpy()[:3, 0, 0], [0, 1, 2])  # every window
+    x, _ = next(iter(data.dataset))
+    np.testing.assert_array_equal(x.numpy()[:3, 0, 0], [0, 4, 8])  # every 4th
+    with pytest.raises(ValueError, match="val_window= needs window="):
+        deeprc_tf.make_dataset(gt, ["a"], "t", 32, val=gt, val_window=(10, 1))
+
+
 def test_batch_size_must_divide_by_replicas() -> None:
     gt = GlobalTable(_misaligned_table(), LocalCommunicator())
     with pytest.raises(ValueError, match="multiple"):

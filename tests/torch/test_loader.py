@@ -136,3 +136,18 @@ def test_drop_policy_warns_about_skipped_samples() -> None:
     table = packed_table(1000)
     with pytest.warns(UserWarning, match="skips 40 of 1000"):
         dt.loader(table, "x", "y", 64, drop_last=True)
+
+
+def test_eval_window_differs_from_the_training_window() -> None:
+    """Train on every 4th window, validate on all of them (the DataModule's eval_window)."""
+    table = packed_table(400)
+    dm = dt.DeepRCDataModule(table, "x", "y", 16, val=table, window=(10, 2, 4), eval_window=(10, 2), shuffle=False)
+    dm.setup("fit")
+    windows = 400 - 12 + 1
+    assert dm.batches["train"].num_samples == (windows - 1) // 4 + 1
+    assert dm.batches["val"].num_samples == windows
+    x, y = next(iter(dm.val_dataloader()))
+    assert x.shape == (16, 10, 4) and y.shape == (16, 2, 1)
+    assert y[1, 0, 0].item() == 11.0  # the second window starts at row 1: every window, not every 4th
+    with pytest.raises(ValueError, match="eval_window= needs window="):
+        dt.DeepRCDataModule(table, "x", "y", 16, eval_window=(10, 2))

@@ -282,6 +282,7 @@ def make_dataset(
     even: EvenPolicy = "drop",
     window: Window | Sequence[int] | dict[str, Any] | None = None,
     val: GlobalTable | None = None,
+    val_window: Window | Sequence[int] | dict[str, Any] | None = None,
     dropna_target: bool = True,
     dtype: Any = np.float32,
     drop_last: bool = False,
@@ -294,8 +295,10 @@ def make_dataset(
     :class:`deeprc_core.TableBatches` (and deeprc-torch). ``global_batch_size`` is the
     batch of one step across all replicas; each replica gets
     ``global_batch_size / num_replicas_in_sync``. ``val`` is an optional validation
-    table (same columns), read in order. ``record=True`` keeps the global ids of every
-    training batch served (:attr:`DistributedData.served`), to check coverage.
+    table (same columns), read in order, in windows of ``val_window`` (default: ``window``;
+    e.g. stride 1 to score every window while training on every k-th). ``record=True``
+    keeps the global ids of every training batch served (:attr:`DistributedData.served`),
+    to check coverage.
 
     Returns :class:`DistributedData`; call ``model.fit(**data.fit_kwargs(), epochs=...)``
     or pass ``data.dataset`` with ``steps_per_epoch=data.steps_per_epoch``.
@@ -318,7 +321,9 @@ def make_dataset(
             f"{replicas} replicas in sync"
         )
     per_replica = global_batch_size // replicas
-    common = dict(window=window, even=even, dropna_target=dropna_target, dtype=dtype, align=TF_ALIGNMENT)
+    if val_window is not None and window is None:
+        raise ValueError("make_dataset: val_window= needs window= (the model takes windows or rows, not both)")
+    common = dict(even=even, dropna_target=dropna_target, dtype=dtype, align=TF_ALIGNMENT)
     train = BatchStream(
         TableBatches(
             source,
@@ -328,6 +333,7 @@ def make_dataset(
             shuffle=shuffle,
             seed=seed,
             drop_last=drop_last,
+            window=window,
             what="make_dataset",
             **common,
         ),
@@ -338,7 +344,14 @@ def make_dataset(
     if val is not None:
         validation = BatchStream(
             TableBatches(
-                val, features, target, per_replica * local_replicas, shuffle=False, what="make_dataset val", **common
+                val,
+                features,
+                target,
+                per_replica * local_replicas,
+                shuffle=False,
+                window=window if val_window is None else val_window,
+                what="make_dataset val",
+                **common,
             ),
             local_replicas,
         )

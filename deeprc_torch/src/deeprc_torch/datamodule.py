@@ -66,6 +66,8 @@ class DataModuleLogic:
             the same number of batches (see :mod:`deeprc_core.plan`).
         window: ``(input_len, horizon[, stride])`` or a :class:`deeprc_core.Window`: batches are
             ``(B, input_len, F)`` -> ``(B, horizon, T)`` strided views.
+        eval_window: the window of val/test/predict (default: ``window``), e.g. the same window
+            with stride 1 to score every window while training on every k-th.
         pin_memory, prefetch: on a CUDA device (``"auto"``), batches go through pinned memory and
             non-blocking copies on a side stream, ``prefetch`` batches ahead of compute.
         num_workers: DataLoader worker processes (batches then cross process boundaries: copies).
@@ -109,6 +111,7 @@ class DataModuleLogic:
         dtype: Any = torch.float32,
         eval_batch_size: int | None = None,
         readonly: ReadOnlyPolicy = "auto",
+        eval_window: Any = None,
     ) -> None:
         super().__init__()
         if split is not None and (val is not None or test is not None):
@@ -122,6 +125,11 @@ class DataModuleLogic:
         self.split, self.split_random = split, split_random
         self.shuffle, self.seed, self.even = shuffle, int(seed), even
         self.window, self.drop_last = window, drop_last
+        self.eval_window = window if eval_window is None else eval_window
+        if (self.window is None) != (self.eval_window is None):
+            raise ValueError(
+                "eval_window= needs window= (batches of rows and of windows cannot be mixed across splits)"
+            )
         self.pin_memory, self.prefetch, self.num_workers = pin_memory, int(prefetch), int(num_workers)
         self.transform, self.return_index, self.as_dict = transform, return_index, as_dict
         self.dtype = numpy_dtype(dtype)
@@ -171,7 +179,7 @@ class DataModuleLogic:
             seed=self.seed,
             even=self.even,  # type: ignore[arg-type]
             drop_last=self.drop_last if train else False,
-            window=self.window,
+            window=self.window if train else self.eval_window,
             dtype=self.dtype,
             what=f"DeepRCDataModule {name}",
         )
