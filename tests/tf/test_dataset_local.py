@@ -131,3 +131,17 @@ def test_second_fit_continues_the_plan_at_keras_epoch() -> None:
         assert len(got) == len(want) == data.steps_per_epoch
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
+
+
+def test_global_shuffle_with_too_short_epochs_is_refused() -> None:
+    """Under several workers, a prefetch reaching the next epoch's global shuffle at once would desync collectives."""
+    from deeprc_tf.dataset import check_global_shuffle_prefetch
+
+    gt = GlobalTable(_misaligned_table(), LocalCommunicator())
+    short = deeprc_tf.BatchStream(TableBatches(gt, "x", "y", 500, align=64, shuffle="global"))
+    assert short.steps == 2
+    with pytest.raises(ValueError, match="shuffle='global' with 2 step"):
+        check_global_shuffle_prefetch(short, 2)
+    longer = deeprc_tf.BatchStream(TableBatches(gt, "x", "y", 100, align=64, shuffle="global"))
+    check_global_shuffle_prefetch(longer, 2)  # 10 steps: the prefetch stays inside the epoch
+    check_global_shuffle_prefetch(deeprc_tf.BatchStream(TableBatches(gt, "x", "y", 500, align=64, shuffle=True)), 2)

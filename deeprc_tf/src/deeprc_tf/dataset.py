@@ -32,6 +32,7 @@ ends on its own. :meth:`DistributedData.fit_kwargs` holds all of them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,6 +94,7 @@ class BatchStream:
         #: iterators made so far
         self.generation = 0
         self.served: list[Served] | None = [] if record else None
+        self._lock = threading.Lock()
         arrays = batches.arrays()
         self._num_x = len(arrays.x)
         self._stack_x = arrays.stack_x
@@ -116,9 +118,10 @@ class BatchStream:
     def epoch_tensors(self, epoch: Any) -> list[Any]:
         """The partition's tensors, the epoch's rows and its per-replica bounds (run by ``tf.py_function``)."""
         e = int(epoch)
-        plan = self.batches.epoch_rows(e)  # collective for shuffle='global', in the same order on every rank
-        arrays = self.batches.arrays()
-        self._record(plan)
+        with self._lock:  # iterators of one stream (Keras's build pass, fit) never reload the table at once
+            plan = self.batches.epoch_rows(e)  # collective for shuffle='global', in the same order on every rank
+            arrays = self.batches.arrays()
+            self._record(plan)
         self._count_copies(plan, arrays)
         if plan.rows is not None:
             rows = plan.rows.astype(self._index_dtype, copy=False)
@@ -219,6 +222,29 @@ class BatchStream:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         ds = ds.with_options(options)
         return ds.prefetch(prefetch) if prefetch else ds
+
+
+#: elements tf.distribute's input iterator may buffer beyond the dataset's own prefetch (an upper bound)
+DISTRIBUTED_PREFETCH = 2
+
+
+def check_global_shuffle_prefetch(stream: BatchStream, prefetch: int) -> None:
+    """Refuse a global shuffle whose epochs are so short that a prefetch reaches the next epoch at once.
+
+    Keras builds the model from a first iterator that it drops after one element; if its
+    prefetch already asks for epoch 1, that epoch's global shuffle (a collective) runs on
+    a background thread beside the training iterator's epoch 0, in an order that can
+    differ between ranks: the collectives would mismatch or hang.
+    """
+    elements = stream.steps * stream.local_replicas
+    # + DISTRIBUTED_PREFETCH: tf.distribute's input iterator buffers elements of its own
+    if stream.batches.shuffle == "global" and elements <= prefetch + DISTRIBUTED_PREFETCH:
+        raise ValueError(
+            f"make_dataset: shuffle='global' with {stream.steps} step(s) per epoch and prefetch={prefetch}: Keras's "
+            "model-building pass would start the next epoch's global shuffle (a collective) out of step with the "
+            f"other workers. Use more than {prefetch + DISTRIBUTED_PREFETCH} steps per epoch (a smaller "
+            "global_batch_size) or shuffle=True"
+        )
 
 
 @dataclass
@@ -356,6 +382,8 @@ def make_dataset(
             local_replicas,
         )
 
+    if workers > 1:
+        check_global_shuffle_prefetch(train, prefetch)
     distributed = workers > 1 or local_replicas > 1
     train_ds = _distribute(strategy, train, workers, prefetch) if distributed else train.dataset(prefetch)
     val_ds = None
