@@ -61,8 +61,14 @@ class Served:
     padded: np.ndarray | None = None
 
 
-def _aligned_index(rows: np.ndarray) -> np.ndarray:
-    out = aligned_empty(rows.shape, rows.dtype)
+def _index_for_tf(rows: np.ndarray, dtype: type) -> np.ndarray:
+    """``rows`` as ``dtype`` in an aligned buffer: itself when it already is, else one cast-and-align copy.
+
+    An index, not data: not counted as a copy.
+    """
+    if rows.dtype == dtype and (rows.size == 0 or is_aligned(rows)):
+        return rows
+    out = aligned_empty(rows.shape, dtype)
     out[...] = rows
     return out
 
@@ -124,13 +130,11 @@ class BatchStream:
             self._record(plan)
         self._count_copies(plan, arrays)
         if plan.rows is not None:
-            rows = plan.rows.astype(self._index_dtype, copy=False)
+            rows = _index_for_tf(plan.rows, self._index_dtype)
         elif self._in_order:
             rows = np.zeros(0, self._index_dtype)  # batches are slices
         else:  # this epoch happens to be in order (a global shuffle's table): the graph gathers
-            rows = np.arange(int(plan.bounds[-1]), dtype=self._index_dtype)
-        if rows.size and not is_aligned(rows):  # an index, not data: not counted as a copy
-            rows = _aligned_index(rows)
+            rows = _index_for_tf(np.arange(int(plan.bounds[-1]), dtype=self._index_dtype), self._index_dtype)
         data = [to_tensor(x) for x in [*arrays.x, *([] if arrays.y is None else [arrays.y])]]
         # the bounds are small: numpy, which TensorFlow copies into its own buffer
         return [*data, to_tensor(rows), split_bounds(plan.bounds, self.local_replicas)]
