@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ranks import REPO, mpirun_available
+from tests.support.ranks import MPIRUN_ROOT_ENV, REPO, mpirun_available, mpirun_command
 
 pytestmark = [pytest.mark.mpi, pytest.mark.compat]
 
@@ -45,21 +45,10 @@ def test_traceback_survives_mpi_abort(tmp_path: Path) -> None:
         pytest.skip("mpirun not installed")
     script = tmp_path / "raise_everywhere.py"
     script.write_text(SCRIPT)
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", DEEPRC_COMM="mpi")
+    env = dict(os.environ, **MPIRUN_ROOT_ENV, DEEPRC_COMM="mpi")
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.run(
-        [
-            "mpirun",
-            "-np",
-            "2",
-            "--oversubscribe",
-            "--bind-to",
-            "none",
-            "-x",
-            "DEEPRC_COMM",
-            sys.executable,
-            str(script),
-        ],
+        mpirun_command(2, [sys.executable, str(script)], export=["DEEPRC_COMM"]),
         env=env,
         capture_output=True,
         text=True,

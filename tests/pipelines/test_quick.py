@@ -15,9 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.ranks import free_port, mpirun_available
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.ranks import MPIRUN_ROOT_ENV, REPO, free_port, mpirun_available, mpirun_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.mpi]
 
@@ -25,21 +23,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.mpi]
 def _run_two_ranks(script: str, args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", DEEPRC_COMM_TIMEOUT="120")
+    env.update(MPIRUN_ROOT_ENV, DEEPRC_COMM_TIMEOUT="120")
     if mpirun_available():
-        cmd = [
-            "mpirun",
-            "-np",
-            "2",
-            "--oversubscribe",
-            "--bind-to",
-            "none",
-            "-x",
-            "PYTHONPATH",
-            sys.executable,
-            script,
-            *args,
-        ]
+        cmd = mpirun_command(2, [sys.executable, script, *args], export=["PYTHONPATH"])
     else:
         cmd = [
             sys.executable,

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,18 @@ class RanksFailed(AssertionError):
 def mpirun_available() -> bool:
     """True when Open MPI's mpirun is on PATH."""
     return shutil.which("mpirun") is not None
+
+
+#: lets Open MPI's mpirun run as root (containers, CI)
+MPIRUN_ROOT_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def mpirun_command(
+    n: int, command: Sequence[str], export: Sequence[str] = (), options: Sequence[str] = ()
+) -> list[str]:
+    """``mpirun -np n`` of ``command`` on this host: oversubscribed, unbound, ``-x`` for each of ``export``."""
+    exported = [arg for name in export for arg in ("-x", name)]
+    return ["mpirun", "-np", str(n), "--oversubscribe", "--bind-to", "none", *exported, *options, *command]
 
 
 def _tail(text: str, lines: int = 40) -> str:
@@ -129,30 +142,17 @@ def run_ranks(
             if not mpirun_available():
                 raise RuntimeError("mpirun is not on PATH: apt-get install openmpi-bin libopenmpi-dev")
             e = dict(base)
-            e.update(
-                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_rmaps_base_oversubscribe="1"
-            )
+            e.update(MPIRUN_ROOT_ENV, OMPI_MCA_rmaps_base_oversubscribe="1")
             e.setdefault("OMPI_MCA_btl", "self,vader,tcp")
             e.setdefault("OMPI_MCA_btl_tcp_if_include", "lo")
             e.setdefault("OMPI_MCA_oob_tcp_if_include", "lo")
             port = free_port()
-            wrapped = [
-                "mpirun",
-                "-np",
-                str(n),
-                "--oversubscribe",
-                "--bind-to",
-                "none",
-                "-x",
-                "PYTHONPATH",
-                "-x",
-                f"MASTER_PORT={port}",
-                "-x",
-                "MASTER_ADDR=127.0.0.1",
-                "--output-filename",
-                str(outdir / "mpi"),
-                *cmd,
-            ]
+            wrapped = mpirun_command(
+                n,
+                cmd,
+                export=["PYTHONPATH", f"MASTER_PORT={port}", "MASTER_ADDR=127.0.0.1"],
+                options=["--output-filename", str(outdir / "mpi")],
+            )
             logs.append((outdir / "stdout-mpirun", outdir / "stderr-mpirun"))
             procs.append(_spawn(wrapped, e, *logs[-1]))
         else:
