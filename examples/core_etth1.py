@@ -11,12 +11,14 @@ from pathlib import Path
 
 import deeprc_core as drc
 
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "ett" / "ETTh1.csv"
+if __package__ in (None, ""):  # run as a file (launchers exec scripts): make `examples` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from examples.shipped_data import data_path  # noqa: E402  ($DEEPRC_DATA, else the repo's data/)
 
 
 def main(path: str | None = None) -> dict[str, float | int]:
     """Read the file as a global table and report this rank's share and the global mean of OT."""
-    table = drc.read_csv(path or DEFAULT)  # each rank reads only its byte range
+    table = drc.read_csv(path or data_path("ett", "ETTh1.csv"))  # each rank reads only its byte range
     mean, std = table.global_mean_std(["OT"])["OT"]  # one collective; identical on every rank
     print(f"rank {table.rank} of {table.world_size}: {table.local_num_rows} rows; global mean of OT = {mean:.4f}")
     return {"rows": table.local_num_rows, "mean": mean, "num_rows": table.num_rows}

@@ -7,13 +7,14 @@ trains with MultiWorkerMirroredStrategy over the ranks the launcher wired::
     mpirun -np 2 python examples/keras_camels.py                # or Open MPI
     torchrun --nproc-per-node 2 examples/keras_camels.py        # or any launcher the core understands
 
-Data: ``$DEEPRC_DATA/camels_us/nh_test_subset`` (default ``<repo>/../shared/data``).
+Data: ``camels_us/nh_test_subset`` of ``$DEEPRC_DATA``, else of the repo's ``data/``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,6 +29,10 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from deeprc_core import GlobalTable, Window, get_communicator  # noqa: E402
+
+if __package__ in (None, ""):  # run as a file (launchers exec scripts): make `examples` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from examples.shipped_data import data_path  # noqa: E402  ($DEEPRC_DATA, else the repo's data/)
 
 FEATURES = ["dayl", "prcp", "srad", "tmax", "tmin", "vp"]
 SCALE = {
@@ -70,8 +75,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
     args = parser.parse_args()
 
-    root = Path(os.environ.get("DEEPRC_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    root = root / "camels_us" / "nh_test_subset"
+    root = data_path("camels_us", "nh_test_subset")
     gauges = (root / "4_basins_test_set.txt").read_text().split()
     comm = get_communicator()
     mine = list(range(comm.rank, len(gauges), comm.size))  # rank r reads basins r, r+P, ...

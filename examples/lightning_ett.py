@@ -16,7 +16,7 @@ rank; every training window is seen once per epoch across the ranks.
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -27,7 +27,10 @@ from torch import nn
 import deeprc_core as dc
 from deeprc_torch import DeepRCDataModule, DeepRCStrategy
 
-DATA = Path(os.environ.get("DEEPRC_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+if __package__ in (None, ""):  # run as a file (launchers exec scripts): make `examples` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from examples.shipped_data import data_path  # noqa: E402  ($DEEPRC_DATA, else the repo's data/)
+
 FEATURES = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
 TARGET = "OT"
 INPUT_LEN, HORIZON = 24, 6
@@ -35,7 +38,7 @@ INPUT_LEN, HORIZON = 24, 6
 
 def load_ett() -> dc.GlobalTable:
     """ETTh1 normalised with global mean/std; runs on every rank inside the job."""
-    table = dc.read_csv(DATA / "ett" / "ETTh1.csv")
+    table = dc.read_csv(data_path("ett", "ETTh1.csv"))
     stats = table.global_mean_std(FEATURES)
     for c in FEATURES:
         mean, std = stats[c]

@@ -11,7 +11,8 @@ trains every model longer (an hour or more on 2 cores).
 ``--launcher mpirun|torchrun`` runs the same scripts under those launchers instead;
 ``--compare`` runs each pipeline under all three and reports the wall times (the
 launcher's overhead is the wall time minus the time the job itself measured);
-``--publish`` copies the plots to docs/img/ (what docs/results.md shows).
+``--publish`` keeps what the README and docs/results.md quote: the metrics, timings and
+summary under docs/results/<size>[-compare]/ and the plots in docs/img/.
 """
 
 from __future__ import annotations
@@ -194,14 +195,51 @@ def run_in_one_pilot(names: list[str], ranks: int, size_args: list[str], extra: 
     return infos
 
 
-def publish(names: list[str]) -> list[Path]:
-    """Copy the pipelines' plots into docs/img/ (the pictures docs/results.md shows)."""
-    dest = REPO / "docs" / "img"
-    dest.mkdir(parents=True, exist_ok=True)
-    copied = []
-    for name in names:
-        for png in sorted((RESULTS / name / "plots").glob("*.png")):
-            copied.append(Path(shutil.copy2(png, dest / png.name)))
+#: Where ``--publish`` keeps the files the README and docs/results.md quote (committed).
+PUBLISHED = REPO / "docs" / "results"
+#: What each pipeline run writes that the tables quote.
+RUN_FILES = ("metrics.md", "metrics.csv", "metrics.json", "timings.json")
+
+
+def _repo_relative(value: object) -> object:
+    """A path inside the repo as ``results/...``; anything else unchanged (no machine paths in docs)."""
+    if isinstance(value, str) and value.startswith(str(REPO) + os.sep):
+        return os.path.relpath(value, REPO)
+    return value
+
+
+def publish(summary: dict, main_launcher: str) -> list[Path]:
+    """Copy what the docs quote into ``docs/results/<size>[-compare]/`` and the plots into docs/img/.
+
+    Per run: metrics.{md,csv,json} (main launcher) and timings.json (every launcher), under
+    ``<pipeline>/`` or ``<pipeline>-<launcher>/``; plus this run's ``main_job.json`` with
+    repo-relative paths. Returns the files written.
+    """
+    compare = len({r["launcher"] for r in summary["runs"]}) > 1
+    dest = PUBLISHED / (summary["size"] + ("-compare" if compare else ""))
+    if dest.exists():
+        shutil.rmtree(dest)  # a publication is one run: never mix files of two runs
+    copied: list[Path] = []
+    for run in summary["runs"]:
+        out = Path(run["out"])
+        main = run["launcher"] == main_launcher
+        sub = dest / (run["pipeline"] if main else f"{run['pipeline']}-{run['launcher']}")
+        sub.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES if main else ("timings.json",):
+            if (out / name).exists():
+                copied.append(Path(shutil.copy2(out / name, sub / name)))
+        if main:
+            img = REPO / "docs" / "img"
+            img.mkdir(parents=True, exist_ok=True)
+            for png in sorted((out / "plots").glob("*.png")):
+                copied.append(Path(shutil.copy2(png, img / png.name)))
+    clean = {
+        **summary,
+        "runs": [{k: _repo_relative(v) for k, v in run.items()} for run in summary["runs"]],
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    (dest / "main_job.json").write_text(json.dumps(clean, indent=2) + "\n")
+    copied.append(dest / "main_job.json")
     return copied
 
 
@@ -220,7 +258,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size.add_argument("--full", action="store_true", help="every model, long training (an hour or more on 2 cores)")
     p.add_argument("--only", choices=list(PIPELINES), action="append", help="run only this pipeline (repeatable)")
     p.add_argument("--compare", action="store_true", help="also run each pipeline under the other launchers")
-    p.add_argument("--publish", action="store_true", help="copy the plots to docs/img/")
+    p.add_argument("--publish", action="store_true", help="keep what the docs quote: docs/results/, docs/img/")
     p.add_argument("--ett-args", default="", help="extra arguments for examples/ett_forecast.py")
     p.add_argument("--camels-args", default="", help="extra arguments for examples/camels_lstm.py")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per pipeline run")
@@ -235,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = {"ett": shlex.split(args.ett_args), "camels": shlex.split(args.camels_args)}
     launchers = [args.launcher] + ([x for x in LAUNCHERS if x != args.launcher] if args.compare else [])
     t0 = time.perf_counter()
+    load_at_start = os.getloadavg()  # kept with the figures: a busy machine shows in them
     runs = []
     for launcher in launchers:
         if launcher == "pipeline":
@@ -248,7 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "total_wall_s": total,
         "size": size_args[0][2:] if size_args else "demo",
-        "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": sys.platform,
+            "loadavg_at_start": load_at_start,
+            "loadavg_at_end": os.getloadavg(),
+        },
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "main_job.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -274,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"total {total:.1f} s; summary: {RESULTS / 'main_job.json'}")
     if args.publish:
-        copied = publish(names)
-        print("published: " + ", ".join(str(p.relative_to(REPO)) for p in copied))
+        copied = publish(summary, args.launcher)
+        print(f"published {len(copied)} files under {PUBLISHED.relative_to(REPO)}/ and docs/img/")
     return 0 if all(r["exit_code"] == 0 for r in runs) else 1
 
 

@@ -6,7 +6,7 @@ mpirun -np 2 python examples/torch_ett.py
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 import torch
@@ -16,7 +16,10 @@ from torch import nn
 import deeprc_core as dc
 import deeprc_torch as dt
 
-DATA = Path(os.environ.get("DEEPRC_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+if __package__ in (None, ""):  # run as a file (launchers exec scripts): make `examples` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from examples.shipped_data import data_path  # noqa: E402  ($DEEPRC_DATA, else the repo's data/)
+
 FEATURES = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL"]
 
 
@@ -24,7 +27,7 @@ def main() -> None:
     torch.set_num_threads(1)
     wiring = dt.init_process_group()  # gloo on CPU, nccl on GPUs; any launcher
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    table = dc.read_csv(DATA / "ett" / "ETTh1.csv")  # each rank reads its share, over the torch communicator
+    table = dc.read_csv(data_path("ett", "ETTh1.csv"))  # each rank reads its share, over the torch communicator
     loader = dt.loader(table, FEATURES, "OT", 128, shuffle=True, even="rebalance", device=device)
     torch.manual_seed(0)
     model = nn.parallel.DistributedDataParallel(nn.Linear(len(FEATURES), 1).to(device))

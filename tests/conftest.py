@@ -8,14 +8,13 @@ pyarrow-10 compatibility environment, which holds deeprc-core alone.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
 
+from examples.shipped_data import data_root
+
 REPO = Path(__file__).resolve().parents[1]
-#: The shipped real data (../shared/data beside the checkout), overridable with DEEPRC_DATA.
-DATA = Path(os.environ.get("DEEPRC_DATA", REPO.parent / "shared" / "data"))
 
 _NEEDS = {"torch": "lightning", "tensorflow": "tensorflow", "launcher": "radical.pilot"}
 
@@ -36,7 +35,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """Folder of the shipped datasets (ETT, CAMELS-US)."""
-    if not DATA.exists():
-        pytest.skip(f"shared data not found at {DATA}; set DEEPRC_DATA")
-    return DATA
+    """Folder of the datasets (ETT, CAMELS-US): ``$DEEPRC_DATA``, else the repo's data/ (never skipped)."""
+    return data_root()

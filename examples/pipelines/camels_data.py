@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 import deeprc_core as drc
 
-from .runtime import DATA
+from ..shipped_data import data_path
 
 #: Daymet forcing columns (file header -> our name).
 FORCING = {
@@ -69,7 +69,7 @@ class Period:
 class CamelsConfig:
     """Which files, which periods, how long the input sequences are."""
 
-    root: Path = DATA / "camels_us" / "full_record_subset"
+    root: Path = field(default_factory=lambda: data_path("camels_us", "full_record_subset"))
     basins: tuple[str, ...] = ("01013500", "07056000", "07290650")
     seq_len: int = 365
     train: Period = Period(dt.date(1980, 1, 1), dt.date(1994, 12, 31))

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 import deeprc_core as drc
 
-from .runtime import DATA
+from ..shipped_data import data_path
 
 #: The six load columns of ETT, then the target.
 LOADS = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL"]
@@ -48,12 +48,14 @@ class EttConfig:
     setting: str = "M"
     #: for setting "S": "all" = OT + six loads + calendar as inputs; "ot" = OT + calendar
     inputs: str = "all"
-    data_dir: Path = DATA / "ett"
+    #: folder of the CSV files; None: ``ett/`` of ``$DEEPRC_DATA``, else of the repo's data/
+    data_dir: Path | None = None
 
     @property
     def path(self) -> Path:
         """The CSV file."""
-        return self.data_dir / f"{self.dataset}.csv"
+        name = f"{self.dataset}.csv"
+        return self.data_dir / name if self.data_dir is not None else data_path("ett", name)
 
     @property
     def freq(self) -> str:

@@ -14,8 +14,6 @@ from typing import Any
 import deeprc_core as drc
 
 REPO = Path(__file__).resolve().parents[2]
-#: The shipped real data: ../shared/data beside the checkout, overridable with DEEPRC_DATA.
-DATA = Path(os.environ.get("DEEPRC_DATA", REPO.parent / "shared" / "data"))
 #: Run outputs (git-ignored).
 RESULTS = REPO / "results"
 

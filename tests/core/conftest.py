@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 from deeprc_core.comm.base import BaseCommunicator
 
+from examples.shipped_data import data_path
 from tests.support.ranks import mpirun_available
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-ETTH1 = DATA / "ett" / "ETTh1.csv"
 HERE = Path(__file__).resolve().parent
 
 
@@ -23,10 +22,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def etth1() -> Path:
-    """The shipped ETTh1.csv (skips when the shared data folder is absent)."""
-    if not ETTH1.exists():
-        pytest.skip(f"{ETTH1} is not there")
-    return ETTH1
+    """ETTh1.csv: from ``$DEEPRC_DATA``, else the repo's data/ (never skipped)."""
+    return data_path("ett", "ETTh1.csv")
 
 
 def launcher_params(spec: Sequence[tuple[str, int]]) -> list[Any]:

@@ -29,3 +29,20 @@ def test_core_declares_only_pyarrow_and_numpy() -> None:
     reqs = [r for r in (requires("deeprc-core") or []) if "extra ==" not in r]
     names = sorted(r.split(">")[0].split("=")[0].split("<")[0].strip() for r in reqs)
     assert names == ["numpy", "pyarrow"]
+
+
+def test_wiring_and_the_launch_bootstrap_import_no_pyarrow() -> None:
+    """``deeprc_core`` exports lazily (PEP 562): the in-task bootstrap pays for no pyarrow import."""
+    probe = (
+        "import sys, deeprc_core, deeprc_core.wiring, deeprc_core.env_vars\n"
+        "deeprc_core.detect_wiring\n"
+        "try:\n"
+        "    import deeprc_launch.bootstrap\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "assert 'pyarrow' not in sys.modules, sorted(m for m in sys.modules if m.startswith('pyarrow'))[:3]\n"
+        "deeprc_core.GlobalTable  # first use loads the table module (and pyarrow)\n"
+        "assert 'pyarrow' in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr

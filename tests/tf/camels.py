@@ -7,11 +7,12 @@ target, an integer basin id (for window groups) and the day number.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from examples.shipped_data import data_path
 
 REPO = Path(__file__).resolve().parents[2]
 SUBSET = "camels_us/nh_test_subset"
@@ -28,20 +29,15 @@ _SCALE = {
 }
 
 
-def data_root() -> Path:
-    """``$DEEPRC_DATA`` or ``<repo>/../shared/data``."""
-    return Path(os.environ.get("DEEPRC_DATA", REPO.parent / "shared" / "data"))
-
-
 def basins() -> list[str]:
     """The subset's gauge ids, in file order."""
-    text = (data_root() / SUBSET / "4_basins_test_set.txt").read_text()
+    text = data_path(SUBSET, "4_basins_test_set.txt").read_text()
     return [b.strip() for b in text.split() if b.strip()]
 
 
 def read_basin(gauge: str, basin_id: int) -> pa.Table:
     """Forcing joined with streamflow on the date (missing -999 -> NaN)."""
-    root = data_root() / SUBSET
+    root = data_path(SUBSET)
     lines = (root / "basin_mean_forcing" / "daymet" / f"{gauge}_lump_cida_forcing_leap.txt").read_text().splitlines()
     area = float(lines[2])
     rows = np.array([ln.split() for ln in lines[4:] if ln.strip()], dtype=np.float64)

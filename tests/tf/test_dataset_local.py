@@ -145,3 +145,20 @@ def test_global_shuffle_with_too_short_epochs_is_refused() -> None:
     longer = deeprc_tf.BatchStream(TableBatches(gt, "x", "y", 100, align=64, shuffle="global"))
     check_global_shuffle_prefetch(longer, 2)  # 10 steps: the prefetch stays inside the epoch
     check_global_shuffle_prefetch(deeprc_tf.BatchStream(TableBatches(gt, "x", "y", 500, align=64, shuffle=True)), 2)
+
+
+def test_make_dataset_reads_a_path_like_the_torch_side(tmp_path: object) -> None:
+    """A Parquet path is a source (issue: 'str' object has no attribute 'world_size'); wrong types name the accepted ones."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    a, b = rng.random(256).astype(np.float32), rng.random(256).astype(np.float32)
+    path = f"{tmp_path}/data.parquet"
+    pq.write_table(pa.table({"a": a, "b": b, "y": 2 * a - b}), path)
+    data = deeprc_tf.make_dataset(path, ["a", "b"], "y", 64, shuffle=False, val=path, record=True)
+    assert data.steps_per_epoch == 4 and data.validation_steps == 4
+    x, y = next(iter(data.dataset))
+    np.testing.assert_allclose(x.numpy(), np.stack([a[:64], b[:64]], axis=1))
+    np.testing.assert_allclose(y.numpy(), (2 * a - b)[:64], rtol=1e-6)
+    with pytest.raises(TypeError, match=r"make_dataset: source must be a deeprc_core.GlobalTable, a path"):
+        deeprc_tf.make_dataset(pa.table({"a": a}), ["a"], None, 64)  # type: ignore[arg-type]

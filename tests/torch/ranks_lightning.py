@@ -18,9 +18,9 @@ import pyarrow.compute as pc
 import torch
 
 import deeprc_core as dc
+from examples.shipped_data import data_path
 
-DATA = Path(os.environ.get("DEEPRC_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
-ETT = DATA / "ett" / "ETTh1.csv"
+ETT = data_path("ett", "ETTh1.csv")
 FEATURES = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL"]
 TARGET = "OT"
 SPLIT = (0.7, 0.1, 0.2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +12,9 @@ from deeprc_core.views import buffer_range
 
 import deeprc_core as dc
 import deeprc_torch as dt
+from examples.shipped_data import data_path
 
-DATA = Path(os.environ.get("DEEPRC_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
-ETT = DATA / "ett" / "ETTh1.csv"
+ETT = data_path("ett", "ETTh1.csv")
 FEATURES = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL"]
 
 torch.set_num_threads(1)
