@@ -21,6 +21,13 @@ DEEPRC_COMM               communicator the core should use: local, mpi, tcp or t
 DEEPRC_COMM_TIMEOUT       seconds any collective may wait before it fails (default 300)
 DEEPRC_RUN_ID             identifier of the launch (names log folders)
 DEEPRC_LOG_DIR            folder where the launcher keeps every rank's stdout/stderr
+DEEPRC_MPI_ABORT_ON_ERROR 0 keeps mpi4py's default on an uncaught exception (the core
+                          otherwise calls MPI_Abort so no rank waits for a dead one)
+DEEPRC_TF_PATCH_KERAS     0 skips deeprc-tf's guarded Keras 3 distribution fixes
+DEEPRC_HOME               deeprc-launch's folder: pilot service state, run logs
+                          (default ~/.deeprc)
+DEEPRC_DATA               another folder of the example datasets (read by the repo's
+                          examples, tests and benchmarks, not by the library)
 ========================  =====================================================
 """
 
@@ -40,6 +47,10 @@ COMM = "DEEPRC_COMM"
 COMM_TIMEOUT = "DEEPRC_COMM_TIMEOUT"
 RUN_ID = "DEEPRC_RUN_ID"
 LOG_DIR = "DEEPRC_LOG_DIR"
+MPI_ABORT_ON_ERROR = "DEEPRC_MPI_ABORT_ON_ERROR"
+TF_PATCH_KERAS = "DEEPRC_TF_PATCH_KERAS"
+HOME = "DEEPRC_HOME"
+DATA = "DEEPRC_DATA"
 
 #: Every DEEPRC_* variable, in the order of the table above.
 ALL = (
@@ -57,6 +68,10 @@ ALL = (
     COMM_TIMEOUT,
     RUN_ID,
     LOG_DIR,
+    MPI_ABORT_ON_ERROR,
+    TF_PATCH_KERAS,
+    HOME,
+    DATA,
 )
 
 #: Default seconds a collective may wait for the other ranks.

@@ -263,23 +263,6 @@ def _run_child(command: list[str], env: dict[str, str], out, err, run_dir: Path,
     return code
 
 
-def _light_core() -> None:
-    # deeprc_core's __init__ imports pyarrow (~0.2 s per rank); the bootstrap needs only
-    # env_vars and wiring, so register the package without running its __init__.
-    import importlib.util
-    import types
-
-    if "deeprc_core" in sys.modules:
-        return
-    spec = importlib.util.find_spec("deeprc_core")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    pkg = types.ModuleType("deeprc_core")
-    pkg.__path__ = list(spec.submodule_search_locations)
-    pkg.__spec__ = spec
-    sys.modules["deeprc_core"] = pkg
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m deeprc_launch.bootstrap``."""
     ns = parse_args(sys.argv[1:] if argv is None else argv)
@@ -287,5 +270,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    _light_core()
     sys.exit(main())

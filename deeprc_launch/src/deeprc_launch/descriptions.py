@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deeprc_core import env_vars as ev
+
 from .resources import LOCAL_MPI_ENV, LOCAL_RESOURCE, is_local, local_cores, local_gpus, resource_info
 from .wiring_derivation import layout_from_hosts, node_visible_devices
 
@@ -193,7 +195,7 @@ def preview_rank_envs(job: JobSpec, pilot: PilotSpec) -> list[dict[str, str]]:
         )
         env.update(job.env)
         envs.append({k: v.replace(":0", ":<port>") if k == "TF_CONFIG" else v for k, v in env.items()})
-        for key in ("MASTER_PORT", "DEEPRC_MASTER_PORT"):
+        for key in ("MASTER_PORT", ev.MASTER_PORT):
             if key in envs[-1]:
                 envs[-1][key] = "<agreed at run time>"
     return envs

@@ -12,6 +12,8 @@ import pickle
 import sys
 from pathlib import Path
 
+from deeprc_core.wiring import detect_wiring
+
 
 def main(argv: list[str] | None = None) -> int:
     """Load ``(fn, args)``, call ``fn(*args)`` and store the result; exceptions fail the rank."""
@@ -19,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = Path(argv[0])
     fn, args = pickle.loads(payload.read_bytes())
     result = fn(*args)
-    rank = os.environ.get("DEEPRC_RANK", "0")
+    rank = detect_wiring().rank  # the core reads the launcher's DEEPRC_* variables
     tmp = payload.parent / f".result-{rank}.pkl"
     tmp.write_bytes(pickle.dumps(result))
     os.replace(tmp, payload.parent / f"result-{rank}.pkl")

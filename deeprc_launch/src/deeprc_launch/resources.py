@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deeprc_core import env_vars
+
 #: Name of the local resource deeprc-launch writes (site ``deeprc``, resource ``local``).
 LOCAL_RESOURCE = "deeprc.local"
 
@@ -32,7 +34,7 @@ LOCAL_MPI_ENV = {
 
 def deeprc_home() -> Path:
     """Folder for deeprc-launch's own state (configs, logs, the service socket): ``$DEEPRC_HOME`` or ``~/.deeprc``."""
-    return Path(os.environ.get("DEEPRC_HOME") or Path.home() / ".deeprc")
+    return Path(os.environ.get(env_vars.HOME) or Path.home() / ".deeprc")
 
 
 def local_gpus() -> int:

@@ -38,11 +38,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from deeprc_core.adapter import Source, resolve_source, warn_plan
 from deeprc_core.plan import EvenPolicy
 from deeprc_core.views import TF_ALIGNMENT, aligned_empty, is_aligned
 from deeprc_core.windows import Window
 
-from deeprc_core import EpochRows, GlobalTable, TableBatches, detect_wiring, record_copy
+from deeprc_core import EpochRows, TableBatches, detect_wiring, record_copy
 
 from .tensors import to_tensor
 
@@ -301,7 +302,7 @@ def _workers_and_replicas(strategy: Any) -> tuple[int, int]:
 
 
 def make_dataset(
-    source: GlobalTable,
+    source: Source,
     features: str | Sequence[str],
     target: str | Sequence[str] | None,
     global_batch_size: int,
@@ -311,7 +312,7 @@ def make_dataset(
     seed: int = 0,
     even: EvenPolicy = "drop",
     window: Window | Sequence[int] | dict[str, Any] | None = None,
-    val: GlobalTable | None = None,
+    val: Source | None = None,
     val_window: Window | Sequence[int] | dict[str, Any] | None = None,
     dropna_target: bool = True,
     dtype: Any = np.float32,
@@ -320,6 +321,10 @@ def make_dataset(
     record: bool = False,
 ) -> DistributedData:
     """This rank's partition of ``source`` as a distributed dataset for ``model.fit`` (collective).
+
+    ``source`` (and ``val``) is a GlobalTable, a path (Parquet, CSV or Arrow IPC; a file or
+    a folder, each rank reading its share) or a function returning a GlobalTable — the
+    sources deeprc-torch takes (:func:`deeprc_core.adapter.resolve_source`).
 
     ``features``/``target``/``window``/``even``/``shuffle`` mean what they mean in
     :class:`deeprc_core.TableBatches` (and deeprc-torch). ``global_batch_size`` is the
@@ -336,6 +341,8 @@ def make_dataset(
     import tensorflow as tf
 
     strategy = tf.distribute.get_strategy() if strategy is None else strategy
+    source = resolve_source(source, "make_dataset")
+    val = None if val is None else resolve_source(val, "make_dataset val")
     workers, local_replicas = _workers_and_replicas(strategy)
     replicas = int(strategy.num_replicas_in_sync)
     if workers != source.world_size:
@@ -370,6 +377,7 @@ def make_dataset(
         local_replicas,
         record,
     )
+    warn_plan(train.batches, "make_dataset")
     validation = None
     if val is not None:
         validation = BatchStream(

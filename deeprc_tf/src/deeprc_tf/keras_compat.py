@@ -37,7 +37,7 @@ import inspect
 import os
 from typing import Any
 
-from deeprc_core import DeepRCError
+from deeprc_core import DeepRCError, env_vars
 
 #: Keras versions whose TensorFlow trainer was checked against this patch (inclusive lower, exclusive upper).
 KNOWN_KERAS = ((3, 0), (3, 16))
@@ -48,7 +48,7 @@ _SCALAR_LOSS_BUG = ("or tuple(values.shape) == ()", "loss = scale_loss_for_distr
 #: reductions whose result Keras scales for distribution (what the scalar case must match)
 _SCALED_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
 #: Set to 0 to skip the patch (at your own risk, e.g. once Keras has fixed #20585).
-PATCH_ENV = "DEEPRC_TF_PATCH_KERAS"
+PATCH_ENV = env_vars.TF_PATCH_KERAS
 
 
 class KerasPatchError(DeepRCError, RuntimeError):

@@ -16,11 +16,12 @@ from typing import Any
 
 import keras
 import numpy as np
+from deeprc_core.adapter import Source, resolve_source, warn_plan
 from deeprc_core.plan import EvenPolicy
 from deeprc_core.views import TF_ALIGNMENT
 from deeprc_core.windows import Window
 
-from deeprc_core import Batch, GlobalTable, TableBatches
+from deeprc_core import Batch, TableBatches
 
 
 class DeepRCSequence(keras.utils.PyDataset):
@@ -34,7 +35,7 @@ class DeepRCSequence(keras.utils.PyDataset):
 
     def __init__(
         self,
-        source: GlobalTable,
+        source: Source,
         features: str | Sequence[str],
         target: str | Sequence[str] | None,
         batch_size: int,
@@ -51,7 +52,7 @@ class DeepRCSequence(keras.utils.PyDataset):
         super().__init__(**kwargs)
         align = TF_ALIGNMENT if keras.backend.backend() == "tensorflow" else None
         self.batches = TableBatches(
-            source,
+            resolve_source(source, "DeepRCSequence"),
             features,
             target,
             batch_size,
@@ -65,6 +66,7 @@ class DeepRCSequence(keras.utils.PyDataset):
             align=align,
             what="DeepRCSequence",
         )
+        warn_plan(self.batches, "DeepRCSequence")
         self.epoch = 0
         self._lock = threading.Lock()
         self._iter: Iterator[Batch] | None = None

@@ -19,10 +19,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from deeprc_core.adapter import check_resumable, warn_plan
 
 from deeprc_core import GlobalTable, TableBatches
 
-from .loaders import BatchStream, DeepRCDataLoader, Transform, check_resumable, warn_dropped
+from .loaders import BatchStream, DeepRCDataLoader, Transform
 from .sources import Source, resolve, split_table
 from .tensors import ReadOnlyPolicy
 
@@ -183,7 +184,7 @@ class DataModuleLogic:
             dtype=self.dtype,
             what=f"DeepRCDataModule {name}",
         )
-        warn_dropped(batches, f"DeepRCDataModule {name}")
+        warn_plan(batches, f"DeepRCDataModule {name}")
         return batches
 
     # ---------------------------------------------------------- dataloaders

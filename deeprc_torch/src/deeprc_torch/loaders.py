@@ -19,15 +19,15 @@ counted as seen.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+from deeprc_core.adapter import check_resumable, warn_plan
 from deeprc_core.plan import EvenPolicy
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
-from deeprc_core import DeepRCError, GlobalTable, TableBatches
+from deeprc_core import GlobalTable, TableBatches
 
 from .staging import staged
 from .tensors import ReadOnlyPolicy, TensorBatch, to_tensor, to_tensors
@@ -217,36 +217,6 @@ class DeepRCDataLoader(DataLoader):
         self._finished = True
 
 
-def warn_dropped(batches: TableBatches, what: str) -> None:
-    """Say (on rank 0) how many samples even='drop' skips every epoch: uneven partitions never train silently short."""
-    plan = batches.plan
-    if plan.even != "drop" or plan.rank != 0:
-        return
-    total = sum(plan.counts)
-    dropped = total - sum(min(c, plan.num_batches * plan.batch_size) for c in plan.counts)
-    if dropped:
-        warnings.warn(
-            f"{what}: even='drop' skips {dropped} of {total} samples ({100 * dropped / total:.1f}%) every epoch "
-            f"because the ranks hold {list(plan.counts)} samples; use even='rebalance' (moves rows once) or "
-            "even='pad' to use them all",
-            stacklevel=3,
-        )
-
-
-def check_resumable(state: dict[str, Any], batches: TableBatches) -> None:
-    """Raise when a saved position cannot mean the same batches for this plan."""
-    if int(state.get("batch", 0)) == 0:
-        return
-    now = {"world_size": batches.comm.size, "num_batches": batches.num_batches, "seed": batches.seed}
-    diff = {k: (state.get(k), v) for k, v in now.items() if k in state and state[k] != v}
-    if diff:
-        detail = ", ".join(f"{k}: saved {a}, now {b}" for k, (a, b) in diff.items())
-        raise DeepRCError(
-            f"cannot resume mid-epoch: the batch plan changed ({detail}); the saved position would not select the "
-            "unseen batches. Resume with the same ranks, data and seed, or from an end-of-epoch checkpoint"
-        )
-
-
 def loader(
     source: GlobalTable | str | os.PathLike[str] | Callable[[], GlobalTable],
     features: str | Sequence[str],
@@ -292,7 +262,7 @@ def loader(
         dtype=numpy_dtype(dtype),
         what="deeprc_torch.loader",
     )
-    warn_dropped(batches, "deeprc_torch.loader")
+    warn_plan(batches, "deeprc_torch.loader")
     dev = None if device is None else torch.device(device)
     if dev is not None and dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import env_vars
 from ..errors import CommTimeoutError
 from .base import BaseCommunicator, default_timeout, pickled
 
@@ -45,7 +46,7 @@ def _import_mpi() -> Any:
 def _install_abort_hook(comm: Any) -> None:
     """An uncaught exception on one rank aborts the whole MPI job (after printing it)."""
     global _HOOK_INSTALLED
-    if _HOOK_INSTALLED or os.environ.get("DEEPRC_MPI_ABORT_ON_ERROR", "1") == "0":
+    if _HOOK_INSTALLED or os.environ.get(env_vars.MPI_ABORT_ON_ERROR, "1") == "0":
         return
     previous = sys.excepthook
 

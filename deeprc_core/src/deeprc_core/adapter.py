@@ -1,0 +1,132 @@
+"""The adapter contract: what every framework adapter (deeprc-torch, deeprc-tf, your own) builds on.
+
+An adapter turns :class:`~deeprc_core.TableBatches` into its framework's batches and
+nothing more. What it must not decide on its own lives here, once, so that the
+adapters agree:
+
+* **sources** — :func:`resolve_source` turns what a user passes (a GlobalTable, a path to
+  Parquet/CSV/Arrow IPC, a file or a folder, or a function returning a GlobalTable) into a
+  GlobalTable, with one error naming the accepted kinds;
+* **plan diagnostics** — :func:`warn_plan` says once, on rank 0, in the same words for
+  every adapter, how many samples ``even='drop'`` skips or ``even='pad'`` repeats;
+* **resume checks** — :func:`check_resumable` refuses a saved mid-epoch position that
+  would not select the same batches under the current plan.
+
+The copy policy (DLPack export, read-only memory, alignment, counted copies) is in
+:mod:`deeprc_core.views` and :mod:`deeprc_core.copies`; an adapter calls those.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from .errors import DeepRCError
+from .readers import read_csv, read_ipc, read_parquet
+from .table import GlobalTable
+
+if TYPE_CHECKING:
+    from .batches import TableBatches
+
+#: A table, a file or folder (Parquet, CSV, Arrow IPC/Feather), or a function returning a table.
+Source = Union[GlobalTable, str, "os.PathLike[str]", Callable[[], GlobalTable]]
+
+#: What :func:`resolve_source` accepts, in the words of its error message.
+ACCEPTED = (
+    "a deeprc_core.GlobalTable, a path (Parquet, CSV or Arrow IPC; a file or a folder) "
+    "or a function returning a GlobalTable"
+)
+
+_CSV = (".csv", ".csv.gz", ".txt")
+_IPC = (".arrow", ".feather", ".ipc")
+
+
+def read_path(path: str | os.PathLike[str]) -> GlobalTable:
+    """Read a Parquet/CSV/Arrow file or folder, each rank its own share (collective).
+
+    The format comes from the file name; a folder is read as the format of the files it
+    holds (Parquet when there is any).
+    """
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(_CSV):
+        return read_csv(p)
+    if name.endswith(_IPC):
+        return read_ipc(p)
+    if p.is_dir():
+        files = [f.name.lower() for f in p.rglob("*") if f.is_file()]
+        if not any(f.endswith(".parquet") for f in files):
+            if any(f.endswith(_CSV) for f in files):
+                return read_csv(p)
+            if any(f.endswith(_IPC) for f in files):
+                return read_ipc(p)
+    return read_parquet(p)
+
+
+def resolve_source(source: Source, what: str) -> GlobalTable:
+    """The GlobalTable of ``source`` (collective for paths; callables are called here, on every rank).
+
+    ``what`` names the caller in errors (e.g. ``"make_dataset"``). A wrong type raises
+    TypeError on every rank alike (the check runs before any collective).
+    """
+    if isinstance(source, GlobalTable):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return read_path(source)
+    if callable(source):
+        table = source()
+        if not isinstance(table, GlobalTable):
+            raise TypeError(
+                f"{what}: the source function returned {type(table).__name__}, not a deeprc_core.GlobalTable"
+            )
+        return table
+    hint = ""
+    if type(source).__module__.startswith(("pyarrow", "pandas")):
+        hint = " (wrap this rank's part with deeprc_core.GlobalTable.from_arrow(...) first)"
+    raise TypeError(f"{what}: source must be {ACCEPTED}, not {type(source).__name__}{hint}")
+
+
+def warn_plan(batches: TableBatches, what: str) -> None:
+    """Warn once (rank 0) when the plan skips (even='drop') or repeats (even='pad') samples every epoch.
+
+    Uneven partitions never train silently short or silently weighted: the message gives
+    the per-rank counts and the policy to switch to.
+    """
+    plan = batches.plan
+    if plan.rank != 0:
+        return
+    total = sum(plan.counts)
+    if plan.even == "drop":
+        dropped = total - sum(min(c, plan.num_batches * plan.batch_size) for c in plan.counts)
+        if dropped:
+            warnings.warn(
+                f"{what}: even='drop' skips {dropped} of {total} samples ({100 * dropped / total:.1f}%) every epoch "
+                f"because the ranks hold {list(plan.counts)} samples; use even='rebalance' (moves rows once) or "
+                "even='pad' to use them all",
+                stacklevel=3,
+            )
+    elif plan.even == "pad" and (repeated := sum(max(plan.samples_per_epoch - c, 0) for c in plan.counts)):
+        # every rank fills samples_per_epoch positions (the same on all ranks)
+        warnings.warn(
+            f"{what}: even='pad' repeats {repeated} samples every epoch (the ranks hold "
+            f"{list(plan.counts)}); the repeats are marked in each batch's padding mask. Use even='rebalance' "
+            "to move rows instead",
+            stacklevel=3,
+        )
+
+
+def check_resumable(state: Mapping[str, Any], batches: TableBatches) -> None:
+    """Raise DeepRCError when a saved mid-epoch position cannot mean the same batches under this plan."""
+    if int(state.get("batch", 0)) == 0:
+        return
+    now = {"world_size": batches.comm.size, "num_batches": batches.num_batches, "seed": batches.seed}
+    diff = {k: (state.get(k), v) for k, v in now.items() if k in state and state[k] != v}
+    if diff:
+        detail = ", ".join(f"{k}: saved {a}, now {b}" for k, (a, b) in diff.items())
+        raise DeepRCError(
+            f"cannot resume mid-epoch: the batch plan changed ({detail}); the saved position would not select the "
+            "unseen batches. Resume with the same ranks, data and seed, or from an end-of-epoch checkpoint"
+        )
