@@ -6,7 +6,8 @@
 Variants (each run in a fresh process, unshuffled and shuffled, median of ``--repeats``):
 
 * ``deeprc``          DeepRCDataModule over a table with one packed feature column (zero-copy views)
-* ``deeprc_columns``  the same over 16 separate feature columns (packed once at setup: one counted copy)
+* ``deeprc_columns``  the same over 16 separate feature columns (each batch stacked from the column views:
+                      one counted copy of that batch, never of the table)
 * ``ideal``           (a) hand-slicing ``torch.from_numpy(np.stack(columns))`` (needs a full copy first)
 * ``tensordataset``   (b) ``TensorDataset`` + a default ``DataLoader(batch_size=1024)``
 * ``pandas``          (c) a map-style Dataset over a pandas DataFrame (per-row ``__getitem__``)
@@ -39,7 +40,7 @@ MiB = 1024 * 1024
 VARIANTS = ("deeprc", "deeprc_columns", "ideal", "tensordataset", "pandas", "hf_datasets")
 LABELS = {
     "deeprc": "DeepRCDataModule, packed column",
-    "deeprc_columns": "DeepRCDataModule, 16 columns packed at setup",
+    "deeprc_columns": "DeepRCDataModule, 16 separate columns (stacked per batch)",
     "ideal": "(a) slicing one stacked tensor",
     "tensordataset": "(b) TensorDataset + DataLoader",
     "pandas": "(c) pandas map-style Dataset",

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     with run.stage("predict"):
         batches = test_batches(splits.test, splits.features, splits.target, window, batch_size=512)
         forward = tf.function(lambda x: model(x, training=False))
-        got = predict_all(batches, lambda x: forward(np.ascontiguousarray(x)).numpy(), run.comm, target_feature=None)
+        got = predict_all(batches, lambda x: forward(np.ascontiguousarray(x)).numpy(), target_feature=None)
         meta = splits.test.select(["basin", "date"]).gather(0)
 
     paths: dict[str, Path] = {}

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with run.stage("test windows"):
         batches = test_batches(splits.test, features, splits.target, window)
-        naive = predict_all(batches, naive_forecast, run.comm)
+        naive = predict_all(batches, naive_forecast)
 
     rows = []
     gathered = {}
@@ -131,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             result = train(glue, model, splits.train, splits.val, features, splits.target, window, cfg, run.log)
         with run.stage(f"predict {name}"):
             with torch.no_grad():
-                got = predict_all(
-                    batches, lambda x, m=model: m(torch.from_numpy(np.ascontiguousarray(x))).numpy(), run.comm
-                )
+                got = predict_all(batches, lambda x, m=model: m(torch.from_numpy(np.ascontiguousarray(x))).numpy())
         if got is not None:
             row = _row(DISPLAY[name], got.pred, got.true, splits)
             row.update(epochs=f"{args.epochs} ({result.best_epoch + 1})", train_s=result.seconds, params=params)

@@ -202,9 +202,12 @@ RUN_FILES = ("metrics.md", "metrics.csv", "metrics.json", "timings.json")
 
 
 def _repo_relative(value: object) -> object:
-    """A path inside the repo as ``results/...``; anything else unchanged (no machine paths in docs)."""
+    """A path inside the repo as ``results/...``, one in the home folder as ``~/...``; anything else unchanged."""
     if isinstance(value, str) and value.startswith(str(REPO) + os.sep):
         return os.path.relpath(value, REPO)
+    home = str(Path.home())
+    if isinstance(value, str) and value.startswith(home + os.sep):
+        return "~" + value[len(home) :]
     return value
 
 

@@ -127,3 +127,27 @@ def batches(path: str) -> dict[str, Any]:
     reb = TableBatches(e, FEATURES, "OT", 32, even="rebalance")
     out["empty_rebalance"] = (reb.num_batches, reb.table.local_num_rows)
     return out
+
+
+def predict_exactly_once(sizes: str, root: str) -> dict[str, Any]:
+    """Predict ``2 * v`` over an uneven table (rank r holds sizes[r] rows, windows of 3); gather at ``root``."""
+    counts = [int(s) for s in sizes.split(",")]
+    comm = d.get_communicator()
+    start = sum(counts[: comm.rank])
+    v = np.arange(start, start + counts[comm.rank], dtype=np.float32)
+    t = GlobalTable(pa.table({"v": v, "y": v + 100}), comm)
+    rows = d.prediction_batches(t, ["v"], "y", 4)  # 4 rows per batch, padded to the largest rank
+    wins = d.prediction_batches(t, "v", "y", 2, window=(3, 1))
+    target = None if root == "all" else int(root)
+    got = d.predict_all(rows, lambda x: 2 * x[:, 0], root=target)
+    got_w = d.predict_all(wins, lambda x: x.sum(axis=1), root=target)
+    try:  # a plan that drops samples cannot pass the exactly-once check, on any rank
+        drop = TableBatches(t, "v", "y", 4, even="drop")
+        d.predict_all(drop, lambda x: x)
+        dropped = ""
+    except (ValueError, RankFailedError) as exc:  # every rank fails: rank 0 with its reason, the others naming it
+        dropped = str(exc)
+    out: dict[str, Any] = {"batches": len(rows), "dropped": dropped}
+    if got is not None:
+        out.update(index=got.index, pred=got.pred, true=got.extra["true"], win_index=got_w.index, win=got_w.pred)
+    return out

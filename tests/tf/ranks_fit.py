@@ -148,4 +148,14 @@ def one_step(output: str) -> dict[str, Any]:
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     history = model.fit(**data.fit_kwargs(), epochs=1, verbose=0)
     kernel, bias = model.get_weights()
-    return {"steps": data.steps_per_epoch, "loss": history.history["loss"][0], "kernel": kernel, "bias": bias}
+    # every row once, in global order, on every rank (batches of 50: padding on the last one)
+    got = deeprc_tf.predict(model, table, ["a", "b"], "y", batch_size=50, root=None)
+    return {
+        "steps": data.steps_per_epoch,
+        "loss": history.history["loss"][0],
+        "kernel": kernel,
+        "bias": bias,
+        "pred_index": got.index,
+        "pred": got.pred,
+        "pred_true": got.extra["true"],
+    }

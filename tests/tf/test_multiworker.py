@@ -104,6 +104,10 @@ def test_one_step_equals_the_single_process_gradient(output: str) -> None:
         np.testing.assert_allclose(v["kernel"].ravel(), lr * 2 / n * (y @ x), rtol=1e-4)
         np.testing.assert_allclose(v["bias"], [lr * 2 / n * y.sum()], rtol=1e-4)
         np.testing.assert_allclose(v["loss"], np.mean(y**2), rtol=1e-4)
+        # deeprc_tf.predict: each global row once, in order, the trained model's output
+        np.testing.assert_array_equal(v["pred_index"], np.arange(n))
+        np.testing.assert_allclose(v["pred"].ravel(), x @ v["kernel"].ravel() + v["bias"][0], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(v["pred_true"].ravel(), y, rtol=1e-6)
 
 
 def test_failing_worker_fails_every_worker_in_bounded_time() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
@@ -169,3 +170,32 @@ def fail_in_step(name: str = "lightning") -> None:
     model = make_model(pl, fail_rank=1, fail_at=3)
     trainer = make_trainer(pl, flav, strategy=flav.DeepRCStrategy(timeout=float(os.environ["DEEPRC_COMM_TIMEOUT"])))
     trainer.fit(model, datamodule=make_datamodule(flav))
+
+
+def predict_in_order(root: str) -> dict[str, Any]:
+    """trainer.predict over an uneven predict table with GatherPredictions: every row once, in global order."""
+    pl, flav = flavour("lightning")
+    comm = dc.get_communicator()
+    rows = [50, 13, 31][comm.rank]  # uneven partitions; batch 16 pads ranks 1 and 2
+    start = sum([50, 13, 31][: comm.rank])
+    feats = {f: np.arange(start, start + rows, dtype=np.float32) * (j + 1) for j, f in enumerate(FEATURES)}
+    table = dc.GlobalTable.from_arrow(pa.table(feats), comm)
+
+    class Doubler(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(len(FEATURES)))
+
+        def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            return batch @ self.w  # no target in the predict table: the batch is x alone
+
+    gather = flav.GatherPredictions(root=None if root == "all" else int(root))
+    dm = flav.DeepRCDataModule(table, FEATURES, None, 64, eval_batch_size=16, predict=table)
+    trainer = make_trainer(pl, flav, callbacks=[gather])
+    steps = trainer.predict(Doubler(), datamodule=dm)
+    got = gather.predictions
+    return {
+        "steps": len(steps),
+        "index": None if got is None else got.index,
+        "pred": None if got is None else got.pred,
+    }

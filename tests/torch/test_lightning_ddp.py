@@ -93,3 +93,17 @@ def test_failing_rank_fails_the_job_in_bounded_time(launcher: str) -> None:
     assert all(r.returncode not in (0, None) for r in results), [r.returncode for r in results]
     assert "deliberate failure on rank 1" in results[1].stderr
     assert "Traceback" in results[1].stderr
+
+
+@pytest.mark.parametrize("root", ["0", "all"])
+def test_trainer_predict_gives_every_row_once_in_global_order(root: str) -> None:
+    """GatherPredictions + DeepRCDataModule(predict=...): padding removed, rows in global order, on root or all."""
+    results = run_ranks(BODY, "predict_in_order", 3, launcher="env", timeout=240, args=(root,))
+    total = 50 + 13 + 31
+    expected = np.arange(total, dtype=np.float32) * sum(range(1, 7))  # sum_j (j+1) * row
+    assert len({r.value["steps"] for r in results}) == 1  # equal predict steps on every rank (padded)
+    holders = [r.value for r in results if r.value["index"] is not None]
+    assert len(holders) == (1 if root == "0" else 3)
+    for got in holders:
+        np.testing.assert_array_equal(got["index"], np.arange(total))
+        np.testing.assert_allclose(got["pred"], expected)

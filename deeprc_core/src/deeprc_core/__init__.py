@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the static view of the lazy attributes below
     )
     from .exchange import exchange_tables
     from .plan import BatchPlan, PlannedBatch
+    from .prediction import Predictions, gather_predictions, predict_all, prediction_batches
     from .readers import read_csv, read_ipc, read_parquet
     from .table import GlobalTable
     from .views import (
@@ -86,6 +87,10 @@ _LAZY = {
     "exchange_tables": "exchange",
     "BatchPlan": "plan",
     "PlannedBatch": "plan",
+    "Predictions": "prediction",
+    "gather_predictions": "prediction",
+    "predict_all": "prediction",
+    "prediction_batches": "prediction",
     "read_csv": "readers",
     "read_ipc": "readers",
     "read_parquet": "readers",
@@ -130,6 +135,10 @@ __all__ = [
     "EpochRows",
     "BatchPlan",
     "PlannedBatch",
+    "Predictions",
+    "gather_predictions",
+    "predict_all",
+    "prediction_batches",
     "TableBatches",
     "Window",
     "aligned_copy",

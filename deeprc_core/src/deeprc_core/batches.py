@@ -7,19 +7,20 @@ deeprc-tf into ``tf.Tensor`` with DLPack (aligned) — nothing else.
 
 Shapes (``B`` = batch size, ``F`` = features, ``T`` = targets):
 
-==========================  ============================  ===========================
-features / target           x                             y
-==========================  ============================  ===========================
-one numeric column          ``(B,)``                      ``(B,)``
-one fixed-size-list column  ``(B, F)``                    ``(B, T)``
-a list of columns           ``(B, F)`` (packed once)      ``(B, T)`` (packed once)
-with ``window``             ``(B, input_len, F)``         ``(B, horizon, T)``
-==========================  ============================  ===========================
+==========================  ==============================  ===========================
+features / target           x                               y
+==========================  ==============================  ===========================
+one numeric column          ``(B,)``                        ``(B,)``
+one fixed-size-list column  ``(B, F)``                      ``(B, T)``
+a list of columns           ``(B, F)`` (stacked per batch)  ``(B, T)`` (packed once)
+with ``window``             ``(B, input_len, F)``           ``(B, horizon, T)``
+==========================  ==============================  ===========================
 
-Copies: none for unshuffled batches of a single (or packed) column; packing a list of
-columns is one copy of those columns at setup; a shuffled batch is one gather of that
-batch only; a global shuffle moves the table once per epoch. All are counted in
-:func:`deeprc_core.copy_stats`.
+Copies: none for unshuffled batches of a single (or packed ``fixed_size_list``) column; a
+list of scalar feature columns is stacked per batch (``stack``: one copy of that batch,
+never of the table); a shuffled batch is one gather of that batch only; a dtype cast or a
+chunked column is one copy of that column at setup (``cast``, ``combine``); a global
+shuffle moves the table once per epoch. All are counted in :func:`deeprc_core.copy_stats`.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .copies import record_copy
 from .errors import SchemaError, ZeroCopyError
 from .plan import BatchPlan, EvenPolicy, normalize_shuffle
 from .table import GlobalTable, check_columns
-from .views import aligned_copy, column_view, is_aligned, pack_columns, sliding_windows, take_rows
+from .views import aligned_copy, column_view, is_aligned, pack_columns, sliding_windows, stack_columns, take_rows
 from .windows import Window, with_halo
 
 ROW_ID = "__deeprc_row__"
@@ -276,6 +277,7 @@ class TableBatches:
         self._x_table = local
         self._x_base: np.ndarray | None = None
         self._x_view: np.ndarray | None = None
+        self._x_cols: list[np.ndarray] | None = None
         self._arrays: BatchArrays | None = None
         if isinstance(self.features, str):
             self._x_base = _matrix(local, self.features, "__x__", self.dtype, self.align)
@@ -333,6 +335,25 @@ class TableBatches:
                 x2 = base.reshape(len(base), 1) if base.ndim == 1 else base
                 self._x_view = sliding_windows(x2[self._window_first :], w.input_len, w.stride)[: self._n_starts]
         return self._x_view
+
+    def _x_columns(self) -> list[np.ndarray] | None:
+        """Per-column sample views of x when x is a list of scalar columns, else None.
+
+        Batches are stacked from these (one copy of the batch): the table is never packed.
+        With a window each view is the column's zero-copy windows, ``(samples, input_len)``.
+        """
+        if self._x_cols is None:
+            arrays = self.arrays()
+            w = self.window
+            if not arrays.stack_x:
+                self._x_cols = []
+            elif w is None:
+                self._x_cols = list(arrays.x)
+            else:
+                self._x_cols = [
+                    sliding_windows(c[self._window_first :], w.input_len, w.stride)[: self._n_starts] for c in arrays.x
+                ]
+        return self._x_cols or None
 
     def _fill_target_nulls(self, local: pa.Table) -> pa.Table:
         """Nulls in a float target become NaN (then skipped by dropna_target)."""
@@ -438,12 +459,16 @@ class TableBatches:
     def _batch(self, samples: slice | np.ndarray, padded: np.ndarray | None, number: int, epoch: int) -> Batch:
         if self._valid is not None:
             samples = self._valid[samples]
+        columns = self._x_columns()
         if isinstance(samples, slice):
-            x = self._x[samples]
             y = None if self._y is None else self._y[samples]
             rows: slice | np.ndarray = samples
-            if self.align and (not is_aligned(x, self.align) or not x.flags.c_contiguous):
-                x = aligned_copy(x, self.align, "tf-batch")
+            if columns is not None:
+                x = stack_columns(columns, samples, self.align, "stack")
+            else:
+                x = self._x[samples]
+                if self.align and (not is_aligned(x, self.align) or not x.flags.c_contiguous):
+                    x = aligned_copy(x, self.align, "tf-batch")
             if self.align and y is not None and (not is_aligned(y, self.align) or not y.flags.c_contiguous):
                 y = aligned_copy(y, self.align, "tf-batch")
         else:
@@ -451,7 +476,11 @@ class TableBatches:
                 np.sort(samples) if padded is None else samples
             )  # sorted reads are faster; order within a batch is free
             reason = "window-gather" if self.window is not None else "gather"
-            x = take_rows(self._x, idx, self.align, reason)
+            x = (
+                take_rows(self._x, idx, self.align, reason)
+                if columns is None
+                else stack_columns(columns, idx, self.align, reason)
+            )
             y = None if self._y is None else take_rows(self._y, idx, self.align, reason)
             rows = idx
         # Bind the id arrays now: a global shuffle replaces them at the next epoch.

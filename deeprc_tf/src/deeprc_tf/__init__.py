@@ -8,6 +8,7 @@ scope, feed ``model.fit`` from :func:`make_dataset`::
     with strategy.scope():
         model = build_model()
     model.fit(data.dataset, steps_per_epoch=data.steps_per_epoch, epochs=3)
+    got = deeprc_tf.predict(model, table, features, target)  # every row once, in global order, on rank 0
 
 :class:`DeepRCSequence` (a ``keras.utils.PyDataset``) serves single-process Keras on any
 backend. Nothing here imports torch or deeprc-torch.
@@ -20,6 +21,7 @@ from typing import Any
 from .cluster import derive_tf_config
 from .dataset import BatchStream, DistributedData, Served, make_dataset
 from .keras_compat import KerasPatchError, patch_keras
+from .predict import predict
 from .startup import TFAlreadyStartedError, tf_has_started
 from .strategy import strategy
 from .tensors import dlpack_ready, tf_ready, to_tensor
@@ -38,6 +40,7 @@ __all__ = [
     "dlpack_ready",
     "make_dataset",
     "patch_keras",
+    "predict",
     "strategy",
     "tf_has_started",
     "tf_ready",

@@ -22,7 +22,7 @@ from .loaders import BatchStream, DeepRCDataLoader, loader
 from .tensors import ReadOnlyBatchWarning, TensorBatch, to_tensors
 
 if TYPE_CHECKING:
-    from .lit import DeepRCDataModule, DeepRCEnvironment, DeepRCStrategy
+    from .lit import DeepRCDataModule, DeepRCEnvironment, DeepRCStrategy, GatherPredictions
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ __all__ = [
     "DeepRCDataModule",
     "DeepRCEnvironment",
     "DeepRCStrategy",
+    "GatherPredictions",
     "ReadOnlyBatchWarning",
     "TensorBatch",
     "TorchCommunicator",
@@ -45,7 +46,7 @@ __all__ = [
 
 register()
 
-_LIGHTNING = ("DeepRCDataModule", "DeepRCEnvironment", "DeepRCStrategy")
+_LIGHTNING = ("DeepRCDataModule", "DeepRCEnvironment", "DeepRCStrategy", "GatherPredictions")
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from deeprc_core.adapter import check_resumable, warn_plan
+from deeprc_core.prediction import prediction_batches
 
 from deeprc_core import GlobalTable, TableBatches
 
@@ -64,7 +65,8 @@ class DataModuleLogic:
             across ranks every epoch) or ``False``; val/test/predict are never shuffled.
         seed: shuffles and random splits depend only on it and the epoch.
         even: ``"drop"``, ``"pad"`` or ``"rebalance"``: how uneven partitions still give every rank
-            the same number of batches (see :mod:`deeprc_core.plan`).
+            the same number of batches (see :mod:`deeprc_core.plan`). The predict split always
+            pads (every row predicted once; :class:`GatherPredictions` removes the repeats).
         window: ``(input_len, horizon[, stride])`` or a :class:`deeprc_core.Window`: batches are
             ``(B, input_len, F)`` -> ``(B, horizon, T)`` strided views.
         eval_window: the window of val/test/predict (default: ``window``), e.g. the same window
@@ -171,6 +173,17 @@ class DataModuleLogic:
             if any(c not in table.column_names for c in names):
                 target = None  # prediction data may come without targets
         train = name == "train"
+        if name == "predict":  # every row once: unshuffled, padded (equal steps on every rank), nothing dropped
+            batches = prediction_batches(
+                table,
+                self.features,
+                target,
+                self.eval_batch_size,
+                window=self.eval_window,
+                dtype=self.dtype,
+                what="DeepRCDataModule predict",
+            )
+            return batches  # its padding is expected (GatherPredictions removes it): no warning
         batches = TableBatches(
             table,
             self.features,

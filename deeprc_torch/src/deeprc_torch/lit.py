@@ -9,14 +9,15 @@ accepts only its own package's classes, so use the flavour your script imports.
 from __future__ import annotations
 
 from lightning.fabric.plugins.environments import ClusterEnvironment
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import Callback, LightningDataModule
 from lightning.pytorch.strategies import DDPStrategy
 
 from .datamodule import DataModuleLogic
 from .environment import EnvironmentLogic
+from .prediction import GatherPredictionsLogic
 from .strategy import StrategyLogic
 
-__all__ = ["DeepRCDataModule", "DeepRCEnvironment", "DeepRCStrategy"]
+__all__ = ["DeepRCDataModule", "DeepRCEnvironment", "DeepRCStrategy", "GatherPredictions"]
 
 
 class DeepRCEnvironment(EnvironmentLogic, ClusterEnvironment):
@@ -31,3 +32,7 @@ class DeepRCStrategy(StrategyLogic, DDPStrategy):
 
 class DeepRCDataModule(DataModuleLogic, LightningDataModule):
     """Deep RC global tables as a LightningDataModule (documented in :mod:`deeprc_torch`)."""
+
+
+class GatherPredictions(GatherPredictionsLogic, Callback):
+    """``trainer.predict`` with DeepRCDataModule: every row once, in global order, on ``root`` (:attr:`predictions`)."""
