@@ -151,3 +151,33 @@ def predict_exactly_once(sizes: str, root: str) -> dict[str, Any]:
     if got is not None:
         out.update(index=got.index, pred=got.pred, true=got.extra["true"], win_index=got_w.index, win=got_w.pred)
     return out
+
+
+def numpy_adapter(n_rows: str) -> dict[str, Any]:
+    """examples/numpy_adapter.py's NumpyLoader: two epochs, a mid-epoch resume, and predict."""
+    from examples.numpy_adapter import NumpyLoader
+
+    comm = d.get_communicator()
+    n = int(n_rows)
+    cut = [0, 3 * n // 5, n]  # uneven on purpose: 60% on rank 0 (2 ranks)
+    lo, hi = cut[comm.rank], cut[comm.rank + 1]
+    v = np.arange(lo, hi, dtype=np.float32)
+    table = GlobalTable(pa.table({"v": v, "w": -v, "y": v}), comm)
+    loader = NumpyLoader(table, ["v", "w"], "y", 8, seed=5, even="rebalance")
+    epochs = [np.concatenate([x[:, 0] for x, _ in loader]) for _ in range(2)]  # the 2nd pass: epoch 1
+    loader.set_epoch(1)
+    it = iter(loader)
+    head = [next(it)[0][:, 0] for _ in range(2)]
+    state = loader.state_dict()
+    again = NumpyLoader(table, ["v", "w"], "y", 8, seed=5, even="rebalance")
+    again.load_state_dict(state)
+    tail = [x[:, 0] for x, _ in again]
+    got = loader.predict(lambda x: x[:, 0] * 10, table, root=None)
+    return {
+        "epochs": epochs,
+        "resumed": np.concatenate(head + tail),
+        "batches": len(loader),
+        "pred_index": got.index,
+        "pred": got.pred,
+        "total": table.num_rows,
+    }

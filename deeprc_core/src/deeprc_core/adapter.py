@@ -130,3 +130,74 @@ def check_resumable(state: Mapping[str, Any], batches: TableBatches) -> None:
             f"cannot resume mid-epoch: the batch plan changed ({detail}); the saved position would not select the "
             "unseen batches. Resume with the same ranks, data and seed, or from an end-of-epoch checkpoint"
         )
+
+
+class EpochCursor:
+    """The epoch an adapter's next pass runs and the batch it resumes at: resumable iteration, once for all adapters.
+
+    An adapter calls :meth:`begin` when a pass starts (it runs the epoch's collective work,
+    e.g. a global reshuffle, in the calling process) and :meth:`advance` per batch handed
+    out, :meth:`finish` at the end. A pass that starts after a finished one without
+    :meth:`set_epoch` runs the next epoch (a plain ``for epoch ...: for batch in loader``
+    loop reshuffles). :meth:`state_dict` / :meth:`load_state_dict` save and restore the
+    position, refusing a resume the current plan cannot honour.
+    """
+
+    def __init__(self, batches: TableBatches) -> None:
+        self.batches = batches
+        #: the epoch the next (or current) pass runs
+        self.epoch = 0
+        #: batches handed out in the current epoch
+        self.position = 0
+        self._resume: int | None = None
+        self._finished = False
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (reshuffles with the same seed); a new epoch starts at its first batch."""
+        epoch = int(epoch)
+        if epoch != self.epoch:
+            self.epoch, self._resume, self.position = epoch, None, 0
+        self._finished = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch, batches handed out in it, seed and the plan's shape (to check a resume)."""
+        b = self.batches
+        return {
+            "epoch": self.epoch,
+            "batch": self.position,
+            "seed": b.seed,
+            "num_batches": b.num_batches,
+            "world_size": b.comm.size,
+            "rank": b.comm.rank,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume: the next pass yields batches ``state['batch']`` onwards of ``state['epoch']``."""
+        check_resumable(state, self.batches)
+        self.epoch = int(state["epoch"])
+        self.position = self._resume = int(state["batch"])
+        self._finished = False
+
+    def begin(self) -> int:
+        """Fix this pass's epoch and first batch; run the epoch's collective work here. Returns the first batch."""
+        n = self.batches.num_batches
+        if self._resume is not None:
+            start, self._resume = self._resume, None
+        else:
+            start = 0
+            if self._finished:  # iterating again without set_epoch: the next epoch
+                self.epoch += 1
+        if start >= n:  # resumed from the end of an epoch
+            self.epoch, start = self.epoch + 1, 0
+        self._finished = False
+        self.position = start
+        self.batches.prepare_epoch(self.epoch)
+        return start
+
+    def advance(self) -> None:
+        """One more batch of this epoch was handed out."""
+        self.position += 1
+
+    def finish(self) -> None:
+        """The pass reached the end of its epoch."""
+        self._finished = True

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from deeprc_core.adapter import check_resumable, warn_plan
+from deeprc_core.adapter import EpochCursor, warn_plan
 from deeprc_core.plan import EvenPolicy
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
@@ -131,10 +131,7 @@ class DeepRCDataLoader(DataLoader):
         self.device = None if device is None else torch.device(device)
         self.pin = bool(pin_memory)
         self.prefetch = int(prefetch)
-        self._epoch = 0
-        self._position = 0
-        self._resume: int | None = None
-        self._finished = False
+        self.cursor = EpochCursor(stream.batches)
         self._sampler = EpochSampler(self)
 
     # DataLoader forbids assigning .sampler after __init__; Lightning reads it to call set_epoch.
@@ -155,66 +152,36 @@ class DeepRCDataLoader(DataLoader):
     @property
     def epoch(self) -> int:
         """The epoch the next (or current) iteration runs."""
-        return self._epoch
+        return self.cursor.epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch (reshuffles with the same seed); a new epoch starts at its first batch."""
-        epoch = int(epoch)
-        if epoch != self._epoch:
-            self._epoch, self._resume, self._position = epoch, None, 0
-        self._finished = False
+        self.cursor.set_epoch(epoch)
 
     def state_dict(self) -> dict[str, Any]:
         """Epoch, batches handed out in it, seed and the plan's shape (to check a resume)."""
-        b = self.batches
-        return {
-            "epoch": self._epoch,
-            "batch": self._position,
-            "seed": b.seed,
-            "num_batches": b.num_batches,
-            "world_size": b.comm.size,
-            "rank": b.comm.rank,
-        }
+        return self.cursor.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next iteration yields batches ``state['batch']`` onwards of ``state['epoch']``."""
-        check_resumable(state, self.batches)
-        self._epoch = int(state["epoch"])
-        self._position = self._resume = int(state["batch"])
-        self._finished = False
-
-    def _begin(self) -> int:
-        """Fix this iteration's epoch and first batch (at its first ``next``, after any set_epoch)."""
-        n = self.batches.num_batches
-        if self._resume is not None:
-            start, self._resume = self._resume, None
-        else:
-            start = 0
-            if self._finished:  # a plain loop that iterates again without set_epoch: next epoch
-                self._epoch += 1
-        if start >= n:  # resumed from the end of an epoch
-            self._epoch, start = self._epoch + 1, 0
-        self._finished = False
-        self._position = start
-        # The collective global reshuffle runs here, in the main process, never in a worker.
-        self.batches.prepare_epoch(self._epoch)
-        self.stream.epoch, self.stream.start = self._epoch, start
-        return start
+        self.cursor.load_state_dict(state)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         return self._iterate()
 
     def _iterate(self) -> Iterator[Any]:
-        self._begin()
+        # The epoch's collective work (a global reshuffle) runs here, in the main process, never in a worker.
+        start = self.cursor.begin()  # may move on to the next epoch: read the epoch after it
+        self.stream.epoch, self.stream.start = self.cursor.epoch, start
         # Without workers a DataLoader with batch_size=None only passes the dataset's items through (with
         # ~100 us of bookkeeping per batch); iterate the stream directly then, so batches cost microseconds.
         it: Iterator[Any] = super().__iter__() if self.num_workers > 0 else iter(self.stream)
         if self.device is not None and self.device.type == "cuda":
             it = staged(it, self.device, self.prefetch, self.pin)
         for item in it:
-            self._position += 1
+            self.cursor.advance()
             yield item
-        self._finished = True
+        self.cursor.finish()
 
 
 def loader(
