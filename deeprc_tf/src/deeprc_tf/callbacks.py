@@ -11,18 +11,21 @@ demand.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import keras
 
-if TYPE_CHECKING:
-    from .dataset import BatchStream
+
+class EpochStream(Protocol):
+    """What PlanEpoch sets: a stream whose next iterator starts at ``start_epoch`` (deeprc_tf's BatchStream)."""
+
+    start_epoch: int
 
 
 class PlanEpoch(keras.callbacks.Callback):
     """Starts each ``fit``'s pass over the streams at Keras's first epoch of that ``fit``."""
 
-    def __init__(self, streams: Sequence[BatchStream]) -> None:
+    def __init__(self, streams: Sequence[EpochStream]) -> None:
         super().__init__()
         self.streams = list(streams)
 

@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from deeprc_core.adapter import check_resumable, warn_plan
 from deeprc_core.prediction import prediction_batches
@@ -26,7 +25,7 @@ from deeprc_core import GlobalTable, TableBatches
 
 from .loaders import BatchStream, DeepRCDataLoader, Transform
 from .sources import Source, resolve, split_table
-from .tensors import ReadOnlyPolicy
+from .tensors import ReadOnlyPolicy, numpy_dtype
 
 # Lightning warns about any IterableDataset with __len__; ours is exact on every rank and with workers.
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
@@ -40,13 +39,6 @@ _STAGE_SPLITS: dict[str | None, tuple[Split, ...]] = {
     "predict": ("predict",),
     None: SPLITS,
 }
-
-
-def numpy_dtype(dtype: Any) -> np.dtype:
-    """A numpy dtype from a torch dtype, numpy dtype or name."""
-    if isinstance(dtype, torch.dtype):
-        return np.dtype(str(dtype).removeprefix("torch."))
-    return np.dtype(dtype)
 
 
 class DataModuleLogic:

@@ -23,14 +23,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from deeprc_core.adapter import EpochCursor, warn_plan
+from deeprc_core.adapter import EpochCursor, resolve_source, warn_plan
 from deeprc_core.plan import EvenPolicy
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
 from deeprc_core import GlobalTable, TableBatches
 
 from .staging import staged
-from .tensors import ReadOnlyPolicy, TensorBatch, to_tensor, to_tensors
+from .tensors import ReadOnlyPolicy, TensorBatch, numpy_dtype, to_tensor, to_tensors
 
 Transform = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -212,10 +212,7 @@ def loader(
     ahead (``pin_memory="auto"``: with CUDA). Call ``set_epoch(e)`` each epoch, or just
     iterate again: a finished epoch advances to the next one.
     """
-    from .datamodule import numpy_dtype
-    from .sources import resolve
-
-    table = resolve(source, "deeprc_torch.loader")
+    table = resolve_source(source, "deeprc_torch.loader")
     batches = TableBatches(
         table,
         features,

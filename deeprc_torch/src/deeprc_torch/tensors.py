@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -47,6 +47,13 @@ class TensorBatch:
     padded: torch.Tensor | None
     number: int
     epoch: int
+
+
+def numpy_dtype(dtype: Any) -> np.dtype:
+    """A numpy dtype from a torch dtype, numpy dtype or name."""
+    if isinstance(dtype, torch.dtype):
+        return np.dtype(str(dtype).removeprefix("torch."))
+    return np.dtype(dtype)
 
 
 def to_tensor(view: np.ndarray, readonly: ReadOnlyPolicy = "auto") -> torch.Tensor:
