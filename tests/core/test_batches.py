@@ -40,8 +40,9 @@ def test_several_feature_columns_are_stacked_per_batch_never_packed() -> None:
     with d.counting_copies() as copies:
         tb = TableBatches(_table(), ["a", "b"], ["y"], 20)
         batches = list(tb.epoch(0))
-    # x: one copy per batch (20 + 20 + 10 rows x 2 float32), never the whole table; a list target is packed once
-    assert copies.count == {"pack": 1, "stack": 3} and copies.nbytes["stack"] == 50 * 2 * 4
+    # x: one copy per group of up to STACK_GROUP batches (here all 3: 50 rows x 2 float32), never the whole
+    # table at once; a list target is packed once
+    assert copies.count == {"pack": 1, "stack": 1} and copies.nbytes["stack"] == 50 * 2 * 4  # 3 batches, one group
     assert all(b.x.flags.c_contiguous for b in batches)
     assert batches[0].x.shape == (20, 2) and batches[0].y.shape == (20, 1)
     assert (batches[1].x[0] == [20, 200]).all()

@@ -40,6 +40,8 @@ from .views import aligned_copy, column_view, is_aligned, pack_columns, sliding_
 from .windows import Window, with_halo
 
 ROW_ID = "__deeprc_row__"
+#: Batches whose features one copy stacks from separate columns (bounded: a few batches of memory)
+STACK_GROUP = 4
 
 
 class Batch:
@@ -453,36 +455,76 @@ class TableBatches:
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch`` from batch ``start`` on (collective for shuffle='global')."""
         self.prepare_epoch(epoch)
-        for planned in self.plan.batches(epoch, start):
-            yield self._batch(planned.samples, planned.padded, planned.number, epoch)
+        planned = self.plan.batches(epoch, start)
+        if self._x_columns() is None or self.align:
+            for p in planned:
+                yield self._batch(self._sample_rows(p.samples, p.padded), p.padded, p.number, epoch)
+            return
+        # Feature columns: stack STACK_GROUP batches per copy (Python's per-column cost is paid once per
+        # group, not per batch); each batch is a view of its group's rows. Memory: one group.
+        group: list[Any] = []
+        for p in planned:
+            group.append(p)
+            if len(group) == STACK_GROUP:
+                yield from self._stacked(group, epoch)
+                group = []
+        if group:
+            yield from self._stacked(group, epoch)
 
-    def _batch(self, samples: slice | np.ndarray, padded: np.ndarray | None, number: int, epoch: int) -> Batch:
+    def _sample_rows(self, samples: slice | np.ndarray, padded: np.ndarray | None) -> slice | np.ndarray:
+        """Rows of the sample views for planned ``samples``: a slice, or an index (sorted unless padded)."""
         if self._valid is not None:
             samples = self._valid[samples]
-        columns = self._x_columns()
         if isinstance(samples, slice):
-            y = None if self._y is None else self._y[samples]
-            rows: slice | np.ndarray = samples
-            if columns is not None:
-                x = stack_columns(columns, samples, self.align, "stack")
-            else:
-                x = self._x[samples]
+            return samples
+        return np.sort(samples) if padded is None else samples  # sorted reads are faster; order is free
+
+    def _stacked(self, group: list[Any], epoch: int) -> Iterator[Batch]:
+        """The batches of ``group`` with x stacked from the feature columns in one copy (counted)."""
+        rows = [self._sample_rows(p.samples, p.padded) for p in group]
+        columns = self._x_columns()
+        assert columns is not None
+        slices = [r for r in rows if isinstance(r, slice)]
+        whole: slice | np.ndarray
+        if len(slices) == len(rows) and all(a.stop == b.start for a, b in zip(slices, slices[1:])):
+            whole, reason = slice(slices[0].start, slices[-1].stop), "stack"
+        else:
+            whole = np.concatenate([np.arange(r.start, r.stop) if isinstance(r, slice) else r for r in rows])
+            reason = "window-gather" if self.window is not None else "gather"
+        xs = stack_columns(columns, whole, None, reason)
+        at = 0
+        for p, r in zip(group, rows):
+            n = len(range(*r.indices(len(columns[0])))) if isinstance(r, slice) else len(r)
+            yield self._batch(r, p.padded, p.number, epoch, x=xs[at : at + n])
+            at += n
+
+    def _batch(
+        self,
+        rows: slice | np.ndarray,
+        padded: np.ndarray | None,
+        number: int,
+        epoch: int,
+        x: np.ndarray | None = None,
+    ) -> Batch:
+        """One batch of sample rows ``rows`` (from :meth:`_sample_rows`); ``x`` when already stacked."""
+        if isinstance(rows, slice):
+            y = None if self._y is None else self._y[rows]
+            if x is None:
+                x = self._x[rows]
                 if self.align and (not is_aligned(x, self.align) or not x.flags.c_contiguous):
                     x = aligned_copy(x, self.align, "tf-batch")
             if self.align and y is not None and (not is_aligned(y, self.align) or not y.flags.c_contiguous):
                 y = aligned_copy(y, self.align, "tf-batch")
         else:
-            idx = (
-                np.sort(samples) if padded is None else samples
-            )  # sorted reads are faster; order within a batch is free
             reason = "window-gather" if self.window is not None else "gather"
-            x = (
-                take_rows(self._x, idx, self.align, reason)
-                if columns is None
-                else stack_columns(columns, idx, self.align, reason)
-            )
-            y = None if self._y is None else take_rows(self._y, idx, self.align, reason)
-            rows = idx
+            if x is None:
+                columns = self._x_columns()
+                x = (
+                    take_rows(self._x, rows, self.align, reason)
+                    if columns is None
+                    else stack_columns(columns, rows, self.align, reason)
+                )
+            y = None if self._y is None else take_rows(self._y, rows, self.align, reason)
         # Bind the id arrays now: a global shuffle replaces them at the next epoch.
         first = self._first
         ids, offset = (self._starts, first) if self._starts is not None else (self._ids, 0)
