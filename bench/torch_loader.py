@@ -3,7 +3,8 @@
     python bench/torch_loader.py                 # 10M rows x 16 float32 features + 1 target (648 MiB)
     python bench/torch_loader.py --rows 2000000  # smaller
 
-Variants (each run in a fresh process, unshuffled and shuffled, median of ``--repeats``):
+Variants (each run in a fresh process, unshuffled and shuffled, median of ``--repeats``; the repeats
+run round-robin over the variants, so that load changes fall on all of them alike):
 
 * ``deeprc``          DeepRCDataModule over a table with one packed feature column (zero-copy views)
 * ``deeprc_columns``  the same over 16 separate feature columns (each batch stacked from the column views:
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -40,7 +42,7 @@ MiB = 1024 * 1024
 VARIANTS = ("deeprc", "deeprc_columns", "ideal", "tensordataset", "pandas", "hf_datasets")
 LABELS = {
     "deeprc": "DeepRCDataModule, packed column",
-    "deeprc_columns": "DeepRCDataModule, 16 separate columns (stacked per batch)",
+    "deeprc_columns": "DeepRCDataModule, 16 separate columns (stacked per 4 batches)",
     "ideal": "(a) slicing one stacked tensor",
     "tensordataset": "(b) TensorDataset + DataLoader",
     "pandas": "(c) pandas map-style Dataset",
@@ -252,25 +254,34 @@ def main() -> None:
     sub = {"tensordataset": args.sub_b, "pandas": args.sub_c, "hf_datasets": args.sub_d}
     rows_out: list[dict[str, Any]] = []
     skipped: list[str] = []
+    variants = []
     for variant in args.variants.split(","):
-        if not _available(variant):
+        if _available(variant):
+            variants.append(variant)
+        else:
             skipped.append(f"{variant}: the 'datasets' package is not installed")
             print(f"skip {variant}: not installed", flush=True)
-            continue
-        rows = min(sub.get(variant, args.rows), args.rows)
-        repeats = args.slow_repeats if variant in sub else args.repeats
-        for shuffle in (False, True):
-            runs = []
-            for r in range(repeats):
-                res = _spawn(variant, rows, args, shuffle)
-                runs.append(res)
+    load_at_start = os.getloadavg()
+    for shuffle in (False, True):
+        runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+        # Round-robin: repeat r of every variant before repeat r + 1 of any, so that a change in the
+        # machine's load during the run falls on all variants alike (the medians are then comparable).
+        for r in range(max(args.repeats, args.slow_repeats)):
+            for variant in variants:
+                if r >= (args.slow_repeats if variant in sub else args.repeats):
+                    continue
+                res = _spawn(variant, min(sub.get(variant, args.rows), args.rows), args, shuffle)
+                runs[variant].append(res)
                 print(
-                    f"{variant:15s} shuffle={shuffle!s:5s} run {r + 1}/{repeats}: {res['epoch_s']:.3f} s, "
+                    f"{variant:15s} shuffle={shuffle!s:5s} run {r + 1}: {res['epoch_s']:.3f} s, "
                     f"{res['batches_per_s']:.0f} batches/s, +{res['extra_peak_bytes'] / MiB:.0f} MiB",
                     flush=True,
                 )
+        for variant in variants:
+            rows = min(sub.get(variant, args.rows), args.rows)
+            done = runs[variant]
             scale = args.rows / rows
-            med = {k: statistics.median(x[k] for x in runs) for k in ("epoch_s", "setup_s", "extra_peak_bytes")}
+            med = {k: statistics.median(x[k] for x in done) for k in ("epoch_s", "setup_s", "extra_peak_bytes")}
             rows_out.append(
                 {
                     "variant": variant,
@@ -280,11 +291,11 @@ def main() -> None:
                     "extrapolated": scale != 1,
                     "epoch_s": med["epoch_s"] * scale,
                     "setup_s": med["setup_s"] * scale,
-                    "batches_per_s": runs[0]["batches"] / med["epoch_s"],
+                    "batches_per_s": done[0]["batches"] / med["epoch_s"],
                     "samples_per_s": rows / med["epoch_s"],
                     "extra_peak_MiB": med["extra_peak_bytes"] / MiB,
                     "table_MiB": args.rows * (args.features + 1) * 4 / MiB,
-                    "repeats": repeats,
+                    "repeats": len(done),
                 }
             )
     ideal = {r["shuffle"]: r for r in rows_out if r["variant"] == "ideal"}
@@ -299,6 +310,8 @@ def main() -> None:
         r["deeprc_speedup"] = r["epoch_s"] / deeprc["epoch_s"] if deeprc else None
     args.out.mkdir(parents=True, exist_ok=True)
     report = {
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_start": load_at_start, "loadavg_at_end": os.getloadavg()},
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
         "rows": args.rows,
         "features": args.features,
         "batch": args.batch,

@@ -212,7 +212,7 @@ def _repo_relative(value: object) -> object:
 
 
 def publish(summary: dict, main_launcher: str) -> list[Path]:
-    """Copy what the docs quote into ``docs/results/<size>[-compare]/`` and the plots into docs/img/.
+    """Copy what the docs quote into ``docs/results/<size>[-compare]/`` (and demo-size plots into docs/img/).
 
     Per run: metrics.{md,csv,json} (main launcher) and timings.json (every launcher), under
     ``<pipeline>/`` or ``<pipeline>-<launcher>/``; plus this run's ``main_job.json`` with
@@ -231,7 +231,7 @@ def publish(summary: dict, main_launcher: str) -> list[Path]:
         for name in RUN_FILES if main else ("timings.json",):
             if (out / name).exists():
                 copied.append(Path(shutil.copy2(out / name, sub / name)))
-        if main:
+        if main and summary["size"] == "demo":  # docs/results.md shows the demo-size plots
             img = REPO / "docs" / "img"
             img.mkdir(parents=True, exist_ok=True)
             for png in sorted((out / "plots").glob("*.png")):
