@@ -192,8 +192,11 @@ class Cluster:
         cwd: str | os.PathLike[str] | None = None,
         **kwargs: object,
     ) -> subprocess.Popen[str]:
-        """Start ``cmd`` on ``node`` in its own process group, with the cluster's variables."""
-        full = {**os.environ, **self.env(), **(env or {})}
+        """Start ``cmd`` on ``node`` in its own process group, with the cluster's variables.
+
+        ``env`` is the whole environment (the cluster's variables are added to it); None means ``os.environ``.
+        """
+        full = {**self.env(), **env} if env is not None else {**os.environ, **self.env()}
         return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
             self.wrap(node, cmd, cwd), env=full, text=True, start_new_session=True, **kwargs
         )
