@@ -46,3 +46,39 @@ def wiring() -> dict[str, Any]:
     }
     dist.destroy_process_group()
     return result
+
+
+def lightning_rank3_sigkilled() -> None:
+    """Lightning DDP on ETTh1 in which rank 3 SIGKILLs itself at its 4th training batch (mid-epoch)."""
+    import signal
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "torch"))
+    import ranks_lightning as rl
+
+    pl, flav = rl.flavour("lightning")
+
+    class KillRank3(pl.Callback):
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if trainer.global_rank == 3 and batch_idx == 3:
+                print(f"rank 3 on {socket.gethostname()}: SIGKILL to myself", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    trainer = rl.make_trainer(pl, flav, callbacks=[KillRank3()], max_epochs=3)
+    trainer.fit(rl.make_model(pl), datamodule=rl.make_datamodule(flav))
+
+
+def allreduce_loop(seconds: str = "600") -> None:
+    """All-reduce over gloo every 0.2 s for ``seconds`` (a job that notices lost peers at once)."""
+    import time
+
+    import torch
+    import torch.distributed as dist
+    from deeprc_torch.distributed import init_process_group
+
+    init_process_group()
+    end = time.monotonic() + float(seconds)
+    while time.monotonic() < end:
+        dist.all_reduce(torch.ones(1))
+        time.sleep(0.2)

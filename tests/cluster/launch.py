@@ -57,12 +57,19 @@ def launch(
     env: Mapping[str, str] | None = None,
     args: Sequence[str] = (),
     extra: Sequence[str] = (),
+    kill_on_bad_exit: bool = True,
 ) -> tuple[list[subprocess.Popen[str]], Path]:
-    """Start ``func`` on ``per_node`` ranks of every compute node; returns the launcher processes and the result folder."""
+    """Start ``func`` on ``per_node`` ranks of every compute node; returns the launcher processes and the result folder.
+
+    ``timeout // 3`` becomes DEEPRC_COMM_TIMEOUT unless ``env`` says otherwise; ``kill_on_bad_exit``
+    False lets srun leave the other ranks running when one dies (they must then fail on their own).
+    """
     outdir = Path(tempfile.mkdtemp(prefix="drc-run-", dir=cluster.root))
     outdir.chmod(0o777)
     base = launcher_free_env()
     base.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", DEEPRC_COMM_TIMEOUT=str(int(timeout // 3)))
+    if kill_on_bad_exit is False and "DEEPRC_COMM_TIMEOUT" not in (env or {}):
+        del base["DEEPRC_COMM_TIMEOUT"]  # fault tests: the default bound
     base.update(env or {})
     py = sys.executable
     body = rank_command(file, func, outdir, args)
@@ -70,7 +77,8 @@ def launch(
     log = (outdir / "launcher.log").open("w")
     common: dict[str, Any] = dict(env=base, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     if launcher == "srun":
-        cmd = ["srun", f"-N{len(nodes)}", f"--ntasks-per-node={per_node}", "--kill-on-bad-exit=1", "-l", *extra]
+        cmd = ["srun", f"-N{len(nodes)}", f"--ntasks-per-node={per_node}", "-l", *extra]
+        cmd.insert(3, f"--kill-on-bad-exit={int(kill_on_bad_exit)}")
         return [cluster.popen("head", [*cmd, py, *body], **common)], outdir
     if launcher == "mpirun":
         hosts = ",".join(f"{n}:{per_node}" for n in nodes)

@@ -439,6 +439,43 @@ PartitionName=batch Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             logs = "".join(_tail(self.root / n.name / "slurmd.log", 800) for n in self.compute)
             raise ClusterError(f"{exc}{_tail(self.root / 'ctld' / 'slurmctld.log', 1500)}{logs}") from None
 
+    def resource_config(self, python: str = sys.executable) -> dict[str, object]:
+        """The RADICAL-Pilot resource config of this cluster (``deeprc-launch --resource-config``).
+
+        The worked example of docs/clusters.md: SLURM as resource manager, the pilot
+        submitted with sbatch (psij's slurm executor) from the head node, SRUN for tasks.
+        """
+        assert self.subnet is not None
+        env = self.env()
+        exports = [f"export {k}={v}" for k, v in env.items()]
+        venv = (
+            str(Path(python).resolve().parent.parent) if "VIRTUAL_ENV" not in os.environ else os.environ["VIRTUAL_ENV"]
+        )
+        return {
+            "cluster": {
+                "description": "The simulated cluster of tests/support/cluster.py (head + nodes in namespaces).",
+                "default_schema": "local",
+                "schemas": {
+                    "local": {"job_manager_endpoint": "slurm://localhost/", "filesystem_endpoint": "file://localhost/"}
+                },
+                "default_queue": "batch",
+                "resource_manager": "SLURM",
+                "agent_config": "default",
+                "agent_scheduler": "CONTINUOUS",
+                "agent_spawner": "POPEN",
+                "launch_methods": {"order": ["SRUN"], "SRUN": {}},
+                "pre_bootstrap_0": [*exports, f"export PATH={venv}/bin:$PATH", "export SLURM_MPI_TYPE=pmix"],
+                "default_remote_workdir": str(self.root / "sandbox"),
+                "virtenv_mode": "local",
+                "virtenv": venv,
+                "rp_version": "installed",
+                "python_dist": "default",
+                "cores_per_node": self.cpus,
+                "gpus_per_node": 0,
+                "system_architecture": {"exclusive": False},
+            }
+        }
+
     def restart_slurmd(self, node: str, timeout: float = 60.0) -> None:
         """Start ``node``'s slurmd again (after a fault test killed it) and wait until it is idle."""
         conf = str(self.conf)
