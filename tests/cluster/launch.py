@@ -96,25 +96,20 @@ def launch(
 
 
 def run_across(
-    cluster: Cluster,
-    launcher: str,
-    file: str | Path,
-    func: str,
-    *,
-    per_node: int = 2,
-    timeout: float = 300.0,
-    env: Mapping[str, str] | None = None,
-    args: Sequence[str] = (),
-    expect_failure: bool = False,
+    cluster: Cluster, launcher: str, file: str | Path, func: str, *, expect_failure: bool = False, **options: Any
 ) -> ClusterRun:
-    """Run ``func`` across the nodes and wait (at most ``timeout``); AssertionError when it fails unexpectedly."""
+    """Run ``func`` across the nodes (``options`` as for :func:`launch`) and wait at most ``timeout``.
+
+    Raises AssertionError when it fails unexpectedly (or succeeds while ``expect_failure``).
+    """
     start = time.monotonic()
-    procs, outdir = launch(cluster, launcher, file, func, per_node=per_node, timeout=timeout, env=env, args=args)
+    timeout = float(options.setdefault("timeout", 300.0))
+    procs, outdir = launch(cluster, launcher, file, func, **options)
     try:
         run = wait_run(procs, outdir, timeout, start)
     finally:
         shutil.rmtree(outdir, ignore_errors=True)
-    world = per_node * len(cluster.compute)
+    world = int(options.get("per_node", 2)) * len(cluster.compute)
     ok = all(rc == 0 for rc in run.returncodes) and len(run.values) == world
     if not ok and not expect_failure:
         raise AssertionError(

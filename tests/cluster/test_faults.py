@@ -63,7 +63,7 @@ def test_slurmd_of_node2_killed_while_a_job_runs(cluster: Cluster) -> None:
     out = cluster.root / "loop-%j.out"
     sub = cluster.run(
         "head",
-        ["sbatch", "--parsable", "-N2", f"--output={out}", str(script)],
+        ["sbatch", "--parsable", "--no-requeue", "-N2", "--ntasks-per-node=2", f"--output={out}", str(script)],
         check=True,
         cwd=Path(__file__).parents[2],
     )
