@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from deeprc_core.wiring import requested_backend
 
 from deeprc_core import Wiring, WiringError, detect_wiring, env_vars
 
@@ -238,3 +239,37 @@ def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEEPRC_RANK", "1")
     monkeypatch.setenv("DEEPRC_WORLD_SIZE", "3")
     assert (detect_wiring().rank, detect_wiring().world_size) == (1, 3)
+
+
+def test_slurm_step_rendezvous_is_the_first_node_and_a_shared_port() -> None:
+    env = {
+        "SLURM_PROCID": "2",
+        "SLURM_NTASKS": "3",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "1",
+        "SLURM_STEP_NUM_NODES": "2",
+        "SLURM_STEP_TASKS_PER_NODE": "2,1",
+        "SLURM_STEP_NODELIST": "cn[07-08]",
+        "SLURM_JOB_ID": "1234",
+        "SLURM_STEP_ID": "0",
+    }
+    w = detect_wiring(env)
+    assert (w.local_rank, w.local_world_size, w.node_rank, w.master_addr) == (0, 1, 1, "cn07")
+    first = detect_wiring({**env, "SLURM_PROCID": "0", "SLURM_NODEID": "0"})
+    assert first.master_port == w.master_port and w.master_port is not None and w.master_port % 2 == 0
+    assert detect_wiring({**env, "SLURM_STEP_ID": "1"}).master_port != w.master_port
+    assert detect_wiring({**env, "SLURM_STEP_RESV_PORTS": "12000-12003"}).master_port == 12000
+    given = detect_wiring({**env, "MASTER_ADDR": "10.1.2.3", "MASTER_PORT": "29400"})
+    assert (given.master_addr, given.master_port) == ("10.1.2.3", 29400)
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"), [("", None), ("auto", None), ("GLOO", "gloo"), ("nccl", "nccl"), ("mpi", "mpi")]
+)
+def test_requested_backend(raw: str, want: str | None) -> None:
+    assert requested_backend({"DEEPRC_BACKEND": raw}) == want
+
+
+def test_requested_backend_rejects_unknown_values() -> None:
+    with pytest.raises(WiringError, match="DEEPRC_BACKEND='ucc'.*nccl, gloo, mpi"):
+        requested_backend({"DEEPRC_BACKEND": "ucc"})

@@ -6,6 +6,7 @@ Pilot start-ups: one service (session fixture), one own-pilot CLI run, one Launc
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -66,7 +67,7 @@ def test_cli_failing_rank_through_service(pilot_service: Path, tmp_path: Path) -
         ["--ranks", "2", "--env", "FAIL_RANK=1", "--log-dir", str(tmp_path), str(SCRIPTS / "print_wiring.py")]
     )
     assert proc.returncode == 3, proc.stderr
-    assert "rank 1 failed first" in proc.stderr and "rank 1 fails on purpose" in proc.stderr
+    assert re.search(r"rank 1 \(on [^)]+\) failed first", proc.stderr) and "rank 1 fails on purpose" in proc.stderr
     time.sleep(1)
     assert not leftovers(str(tmp_path)), leftovers(str(tmp_path))
     status = run_cli(["status"])
@@ -114,7 +115,7 @@ def test_cli_own_pilot_failing_rank(deeprc_home: Path, tmp_path: Path) -> None:
         timeout=600,
     )
     assert proc.returncode == 3, proc.stderr
-    assert "pilot active" in proc.stderr and "rank 0 failed first" in proc.stderr
+    assert "pilot active" in proc.stderr and re.search(r"rank 0 \(on [^)]+\) failed first", proc.stderr)
     assert "rank 0 fails on purpose" in proc.stderr
     assert f"{tmp_path}/rank-<r>.out" in proc.stderr  # where every rank's logs are
     time.sleep(1)

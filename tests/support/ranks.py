@@ -80,6 +80,32 @@ def mpirun_command(
     return ["mpirun", "-np", str(n), "--oversubscribe", "--bind-to", "none", *exported, *options, *command]
 
 
+#: Variables of a launcher that a test's own launch must not inherit from the environment pytest runs in.
+LAUNCHER_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "GROUP_RANK",
+    "RP_RANK",
+    "RP_RANKS",
+    "TF_CONFIG",
+    "GLOO_SOCKET_IFNAME",
+    "NCCL_SOCKET_IFNAME",
+)
+
+
+def launcher_free_env() -> dict[str, str]:
+    """``os.environ`` without any launcher's rank variables (DEEPRC_*, OMPI_COMM_WORLD_*, SLURM_*, ...)."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OMPI_COMM_WORLD", "PMI_", "PMIX_", "DEEPRC_", "SLURM_")) and k not in LAUNCHER_VARS
+    }
+
+
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
@@ -102,20 +128,7 @@ def run_ranks(
     RanksFailed is raised only if *every* rank succeeded.
     """
     outdir = Path(tempfile.mkdtemp(prefix="deeprc-ranks-"))
-    base = dict(os.environ)
-    for var in list(base):
-        if var.startswith(("OMPI_COMM_WORLD", "PMI_", "PMIX_", "DEEPRC_", "SLURM_")) or var in (
-            "RANK",
-            "WORLD_SIZE",
-            "LOCAL_RANK",
-            "LOCAL_WORLD_SIZE",
-            "MASTER_ADDR",
-            "MASTER_PORT",
-            "GROUP_RANK",
-            "RP_RANK",
-            "RP_RANKS",
-        ):
-            del base[var]
+    base = launcher_free_env()
     base["PYTHONPATH"] = os.pathsep.join([str(REPO), base.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     base.setdefault("DEEPRC_COMM_TIMEOUT", str(max(5, int(timeout // 2))))
     base.update(env or {})

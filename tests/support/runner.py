@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def _rank_from_env() -> int:
-    for name in ("DEEPRC_RANK", "RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+    for name in ("DEEPRC_RANK", "RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"):
         if os.environ.get(name, "") != "":
             return int(os.environ[name])
     return 0

@@ -26,12 +26,12 @@ BODY = HERE / "ranks_fit.py"
 pytestmark = [pytest.mark.tensorflow, pytest.mark.slow]
 
 
-def _expected_windows() -> np.ndarray:
+def _expected_windows(world: int = 2) -> np.ndarray:
     """Global first rows of every valid window (30 in, same basin, target present) of basins 0..3 in order."""
     import camels
     import ranks_fit
 
-    table = camels.read_basins([i for r in sorted(ranks_fit.UNEVEN) for i in ranks_fit.UNEVEN[r]])
+    table = camels.read_basins([i for r in range(world) for i in ranks_fit.basins_of(r, world)])
     basin = table["basin"].to_numpy()
     target = table[camels.TARGET].to_numpy()
     w = ranks_fit.WINDOW
@@ -41,32 +41,34 @@ def _expected_windows() -> np.ndarray:
 
 
 def _check_fit(values: list[dict[str, Any]], even: str) -> None:
-    assert [v["strategy"] for v in values] == ["CollectiveAllReduceStrategy"] * 2
-    assert [v["replicas"] for v in values] == [2, 2]
+    n = len(values)
+    assert [v["strategy"] for v in values] == ["CollectiveAllReduceStrategy"] * n
+    assert [v["replicas"] for v in values] == [n] * n
     configs = [json.loads(v["tf_config"]) for v in values]
-    assert configs[0]["cluster"] == configs[1]["cluster"]
-    assert [c["task"]["index"] for c in configs] == [0, 1]
+    assert all(c["cluster"] == configs[0]["cluster"] for c in configs)
+    assert [c["task"]["index"] for c in configs] == list(range(n))
     # Agreed steps, and every worker ran the whole plan of epoch 0 in order.
     steps = {v["steps"] for v in values}
     assert len(steps) == 1
     for v in values:
         assert v["numbers"] == list(range(v["steps"]))
-    # Identical weights on both workers, and they moved.
-    for a, b in zip(values[0]["weights"], values[1]["weights"]):
-        np.testing.assert_array_equal(a, b)
+    # Identical weights on every worker, and they moved.
+    for other in values[1:]:
+        for a, b in zip(values[0]["weights"], other["weights"]):
+            np.testing.assert_array_equal(a, b)
+        assert values[0]["history"] == other["history"]
     assert any(not np.array_equal(a, b) for a, b in zip(values[0]["weights"], values[0]["before"]))
-    assert values[0]["history"] == values[1]["history"]
     assert np.isfinite(values[0]["history"]["loss"][0])
     # Coverage: every valid window exactly once across workers (padding aside).
     real = np.concatenate([v["index"][~v["padded"]] for v in values])
-    expected = _expected_windows()
+    expected = _expected_windows(n)
     assert len(real) == len(np.unique(real)), "a window was trained twice in one epoch"
     np.testing.assert_array_equal(np.sort(real), expected)
     # Keras's own count of the samples trained on agrees (the metric sums over all replicas).
     served = sum(len(v["index"]) for v in values)
     assert values[0]["history"]["samples"][0] == served
     if even == "pad":
-        assert served == 2 * max(len(v["index"]) for v in values)
+        assert served == n * max(len(v["index"]) for v in values)
 
 
 def test_fit_two_workers_env_uneven_pad() -> None:

@@ -24,8 +24,13 @@ def _flatten(batches: list[list[int]]) -> list[int]:
     return [i for b in batches for i in b]
 
 
-def _check_training(values: list[dict[str, Any]], n: int) -> None:
-    """Identical weights on every rank; every training row seen exactly once in the epoch."""
+def _check_training(values: list[dict[str, Any]], n: int, per_node: int | None = None, comm: str = "torch") -> None:
+    """Identical weights on every rank; every training row seen exactly once in the epoch.
+
+    ``per_node`` ranks per node (default: all ``n`` on one host) fix the expected local and node ranks;
+    ``comm`` is the core communicator the tables use (``mpi`` when MPI agreed the rendezvous first).
+    """
+    per_node = per_node or n
     for v in values[1:]:
         for k, w in values[0]["weights"].items():
             np.testing.assert_array_equal(v["weights"][k], w, err_msg=f"weights {k} differ between ranks")
@@ -35,9 +40,10 @@ def _check_training(values: list[dict[str, Any]], n: int) -> None:
     assert {v["num_batches"] for v in values} == {len(values[0]["seen"])}, "every rank runs the same batches"
     assert all(len(v["seen"]) == v["num_batches"] for v in values)
     assert [v["global_rank"] for v in values] == list(range(n))
-    assert [v["local_rank"] for v in values] == list(range(n))  # several ranks on one host, devices=1
+    assert [v["local_rank"] for v in values] == [r % per_node for r in range(n)]  # several ranks a host, devices=1
+    assert [v["node_rank"] for v in values] == [r // per_node for r in range(n)]
     assert {v["world_size"] for v in values} == {n}
-    assert {v["comm"] for v in values} == {"torch"}
+    assert {v["comm"] for v in values} == {comm}
     assert {v["backend"] for v in values} == {"gloo"}
     assert {v["sampler"] for v in values} == {"EpochSampler"}  # no DistributedSampler was injected
     assert len({round(v["val_loss"], 6) for v in values}) == 1

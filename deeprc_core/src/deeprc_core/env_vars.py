@@ -16,7 +16,8 @@ DEEPRC_NUM_NODES          number of nodes in the job
 DEEPRC_MASTER_ADDR        host of rank 0 (rendezvous for torch / the TCP communicator)
 DEEPRC_MASTER_PORT        port on rank 0 agreed by the launcher
 DEEPRC_HOSTS              comma-separated host of every rank, in rank order
-DEEPRC_BACKEND            wiring chosen by the launcher: nccl, gloo or mpi
+DEEPRC_BACKEND            backend chosen by the launcher: nccl, gloo or mpi (auto/unset: by device);
+                          read through :func:`deeprc_core.wiring.requested_backend`
 DEEPRC_COMM               communicator the core should use: local, mpi, tcp or torch
 DEEPRC_COMM_TIMEOUT       seconds any collective may wait before it fails (default 300)
 DEEPRC_RUN_ID             identifier of the launch (names log folders)

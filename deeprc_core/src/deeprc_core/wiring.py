@@ -11,7 +11,9 @@ whose variables are present wins:
 6. ``mpich``    MPICH/Hydra: PMI_RANK, PMI_SIZE, MPI_LOCALRANKID, MPI_LOCALNRANKS
 7. ``slurm``    srun steps: SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NODEID
    (only inside an ``srun`` step, i.e. with SLURM_STEP_ID set: a batch script itself
-   is one process even though SLURM_NTASKS says otherwise)
+   is one process even though SLURM_NTASKS says otherwise). Without MASTER_ADDR/PORT
+   the rendezvous is the step's first node and a port every task derives alike from
+   the job and step ids (``SLURM_STEP_RESV_PORTS`` first, when SLURM reserved some)
 8. ``single``   rank 0 of 1
 
 Variables that contradict each other raise :class:`~deeprc_core.errors.WiringError`
@@ -27,6 +29,7 @@ from dataclasses import dataclass, replace
 
 from . import env_vars as ev
 from .errors import WiringError
+from .hostlist import expand_slurm_nodelist, slurm_tasks_per_node
 
 
 @dataclass(frozen=True)
@@ -287,15 +290,42 @@ def _from_mpich(env: Env) -> Wiring | None:
     )
 
 
+def _slurm_port(env: Env) -> str:
+    """A port every task of an srun step computes alike: the first reserved port, else one from the job id."""
+    reserved = env.get("SLURM_STEP_RESV_PORTS", "")
+    if reserved[:1].isdigit():
+        return reserved.split("-")[0].split(",")[0]
+    job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID", "0")
+    step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID", "0")
+    seed = (int(job) if job.isdigit() else 0) * 7 + (int(step) if step.isdigit() else 0)
+    return str(SLURM_PORT_BASE + 2 * (seed % SLURM_PORT_SPAN))  # even: the TCP communicator takes port + 1
+
+
+#: srun steps without MASTER_PORT rendezvous on SLURM_PORT_BASE + 2 * ((7 * job id + step id) % SLURM_PORT_SPAN).
+SLURM_PORT_BASE = 20000
+SLURM_PORT_SPAN = 10000
+
+
 def _from_slurm(env: Env) -> Wiring | None:
     if "SLURM_PROCID" not in env or ("SLURM_STEP_ID" not in env and "SLURM_STEPID" not in env):
         return None
     src = "slurm"
     _need(env, "SLURM_PROCID", "SLURM_NTASKS", src)
+    node_rank = _opt_int(env, ("SLURM_NODEID",), src)
     local_world = None
-    per_node = env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_STEP_TASKS_PER_NODE", "")
+    per_node = env.get("SLURM_NTASKS_PER_NODE", "")
+    counts = slurm_tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", ""))
     if per_node.isdigit():
         local_world = int(per_node)
+    elif counts and node_rank is not None and node_rank < len(counts):
+        local_world = counts[node_rank]
+    # Rank 0 runs on the first node of the step (block distribution): that is the rendezvous host.
+    nodes = expand_slurm_nodelist(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", ""))
+    env = {
+        **env,
+        "MASTER_ADDR": env.get("MASTER_ADDR") or (nodes[0] if nodes else ""),
+        "MASTER_PORT": env.get("MASTER_PORT") or _slurm_port(env),
+    }
     return _finish(
         src,
         _int(env, "SLURM_PROCID", src),
@@ -305,7 +335,7 @@ def _from_slurm(env: Env) -> Wiring | None:
         env,
         _opt_int(env, ("SLURM_LOCALID",), src),
         local_world,
-        _opt_int(env, ("SLURM_NODEID",), src),
+        node_rank,
         _opt_int(env, ("SLURM_STEP_NUM_NODES", "SLURM_NNODES"), src),
     )
 
@@ -334,3 +364,21 @@ def detect_wiring(environ: Mapping[str, str] | None = None) -> Wiring:
         if wiring is not None:
             return wiring
     return replace(Wiring(0, 1), master_addr="127.0.0.1", source="single")
+
+
+#: Values of DEEPRC_BACKEND (``deeprc-launch --backend``); ``auto`` is the same as unset.
+BACKENDS = ("auto", "nccl", "gloo", "mpi")
+
+
+def requested_backend(environ: Mapping[str, str] | None = None) -> str | None:
+    """The backend the launcher asked for (``DEEPRC_BACKEND``: nccl, gloo or mpi), None for auto/unset.
+
+    Raises WiringError for a value that is none of them.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(ev.BACKEND, "").strip().lower()
+    if raw in ("", "auto"):
+        return None
+    if raw not in BACKENDS:
+        raise WiringError(f"{ev.BACKEND}={raw!r} is not a backend; choose one of {', '.join(BACKENDS)}")
+    return raw

@@ -215,7 +215,9 @@ def run(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def _write_exit(run_dir: Path, rank: int, code: int) -> None:
     with contextlib.suppress(OSError):
-        (run_dir / f"rank-{rank}.exit").write_text(json.dumps({"rank": rank, "code": code, "time": time.time()}))
+        (run_dir / f"rank-{rank}.exit").write_text(
+            json.dumps({"rank": rank, "code": code, "time": time.time(), "host": socket.gethostname()})
+        )
 
 
 def _run_child(command: list[str], env: dict[str, str], out, err, run_dir: Path, rank: int) -> int:  # noqa: ANN001

@@ -35,7 +35,7 @@ from .descriptions import (
     task_description,
 )
 from .output import RunResult, follow, prepare_run_dir
-from .resources import LOCAL_RESOURCE
+from .resources import LOCAL_RESOURCE, install_resource_config
 from .wiring_derivation import BACKENDS, FRAMEWORKS
 
 #: Exit code after Ctrl-C (the shell's convention for SIGINT).
@@ -69,6 +69,12 @@ def add_resource_options(p: argparse.ArgumentParser) -> None:
         "--resource",
         default=None,
         help=f"RP resource, e.g. uva.rivanna, ornl.frontier (default: {LOCAL_RESOURCE}, this machine)",
+    )
+    g.add_argument(
+        "--resource-config",
+        default=None,
+        metavar="FILE",
+        help="your own RP resource config (JSON, RP's format) for a cluster RP does not know; docs/clusters.md",
     )
     g.add_argument("--nodes", type=int, default=None, help="nodes of the pilot / the job")
     g.add_argument("--cores", type=int, default=None, help="cores of a local pilot (default: this machine's)")
@@ -275,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     ns = parse(argv)
     rep = Reporter(-1 if ns.quiet else ns.verbose)
     try:
+        if ns.resource_config:
+            ns.resource = install_resource_config(ns.resource_config, ns.resource)
+            rep.detail(f"resource {ns.resource} from {ns.resource_config}")
         job, pilot = job_from_args(ns)
     except ValueError as exc:
         print(f"deeprc-launch: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ class RankExit:
     rank: int
     code: int
     time: float
+    host: str = ""
 
 
 @dataclass
@@ -57,7 +58,9 @@ class RunResult:
         lines = [f"task {self.state.lower()}: exit code {self.exit_code}"]
         if self.failed:
             first = self.failed[0]
-            lines[0] += f"; rank {first} failed first; failed ranks: {', '.join(map(str, self.failed))}"
+            host = self.exits[first].host if first in self.exits else ""
+            where = f" (on {host})" if host else ""
+            lines[0] += f"; rank {first}{where} failed first; failed ranks: {', '.join(map(str, self.failed))}"
         for rank in self.failed[:4]:
             lines.append(f"--- rank {rank} stderr (tail) [{self.run_dir}/rank-{rank}.err]:")
             lines.append(self.tails.get(rank, "").rstrip() or "(empty)")
@@ -102,7 +105,9 @@ def read_exits(run_dir: Path) -> dict[int, RankExit]:
     for path in run_dir.glob("rank-*.exit"):
         with contextlib.suppress(OSError, ValueError, KeyError):
             rec = json.loads(path.read_text())
-            exits[int(rec["rank"])] = RankExit(int(rec["rank"]), int(rec["code"]), float(rec["time"]))
+            exits[int(rec["rank"])] = RankExit(
+                int(rec["rank"]), int(rec["code"]), float(rec["time"]), str(rec.get("host", ""))
+            )
     return exits
 
 

@@ -83,7 +83,7 @@ def local_resource_config(cores: int | None = None, gpus: int | None = None) -> 
 def write_local_config(cores: int | None = None, gpus: int | None = None, home: Path | None = None) -> Path:
     """Write ``resource_deeprc.json`` and return the folder to use as ``RADICAL_CONFIG_USER_DIR``."""
     base = (home or deeprc_home()) / "radical"
-    cfg_dir = base / ".radical" / "pilot" / "configs"
+    cfg_dir = user_config_dir(home)
     cfg_dir.mkdir(parents=True, exist_ok=True)
     path = cfg_dir / "resource_deeprc.json"
     text = json.dumps({"local": local_resource_config(cores, gpus)}, indent=2)
@@ -92,6 +92,53 @@ def write_local_config(cores: int | None = None, gpus: int | None = None, home: 
         tmp.write_text(text)
         os.replace(tmp, path)
     return base
+
+
+def user_config_dir(home: Path | None = None) -> Path:
+    """The folder of resource configs RP reads besides its own (``RADICAL_CONFIG_USER_DIR``'s configs)."""
+    return (home or deeprc_home()) / "radical" / ".radical" / "pilot" / "configs"
+
+
+def install_resource_config(path: str | os.PathLike[str], resource: str | None = None, home: Path | None = None) -> str:
+    """Make a user's resource config file known to RP; return the ``site.name`` to use as ``--resource``.
+
+    The file holds RP's format: ``{"<name>": {<resource config>}, ...}``. The site is the file's
+    ``resource_<site>.json`` part, else the file name without ``.json``. ``resource`` picks one
+    entry (``name`` or ``site.name``) when the file has several. The file is copied to
+    ``~/.deeprc/radical/.radical/pilot/configs/resource_<site>.json``, where RP looks.
+    """
+    src = Path(path)
+    try:
+        entries = json.loads(_strip_comments(src.read_text()))
+    except OSError as exc:
+        raise ValueError(f"--resource-config {src}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:
+        raise ValueError(f"--resource-config {src}: not JSON ({exc})") from None
+    if not isinstance(entries, dict) or not entries or not all(isinstance(v, dict) for v in entries.values()):
+        raise ValueError(f'--resource-config {src}: expected {{"<name>": {{...resource config...}}}} (RP\'s format)')
+    stem = src.name[: -len(".json")] if src.name.endswith(".json") else src.name
+    site = stem[len("resource_") :] if stem.startswith("resource_") else stem
+    site = site.replace(".", "_") or "user"
+    if site in ("deeprc", "local"):
+        site = f"user_{site}"
+    if resource:
+        name = resource.split(".", 1)[1] if resource.startswith(f"{site}.") else resource
+    elif len(entries) == 1:
+        name = next(iter(entries))
+    else:
+        raise ValueError(f"--resource-config {src} holds {sorted(entries)}: choose one with --resource {site}.<name>")
+    if name not in entries:
+        raise ValueError(f"--resource-config {src} has no entry {name!r}; it has {sorted(entries)}")
+    for key in ("resource_manager", "schemas"):
+        if key not in entries[name]:
+            raise ValueError(f"--resource-config {src}: entry {name!r} lacks {key!r} (see docs/clusters.md)")
+    target = user_config_dir(home) / f"resource_{site}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(entries, indent=2)
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, target)
+    return f"{site}.{name}"
 
 
 def is_local(resource: str) -> bool:
@@ -130,11 +177,13 @@ def resource_info(resource: str) -> ResourceInfo | None:
     if resource == LOCAL_RESOURCE:
         cfg = local_resource_config()
     else:
-        cfg_dir = _rp_config_dir()
-        if cfg_dir is None or not (cfg_dir / f"resource_{site}.json").is_file():
+        # A user's config (--resource-config) first, then RP's own.
+        dirs = [d for d in (user_config_dir(), _rp_config_dir()) if d is not None]
+        found = [d / f"resource_{site}.json" for d in dirs if (d / f"resource_{site}.json").is_file()]
+        if not found:
             return None
         try:
-            cfg = json.loads(_strip_comments((cfg_dir / f"resource_{site}.json").read_text())).get(name)
+            cfg = json.loads(_strip_comments(found[0].read_text())).get(name)
         except ValueError:
             return None
         if cfg is None:

@@ -16,6 +16,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from deeprc_core.network import address_toward
+
 from deeprc_core import Communicator, Wiring, WiringError, agree
 
 #: The environment variable TensorFlow's TFConfigClusterResolver reads.
@@ -26,14 +28,14 @@ def own_host(wiring: Wiring) -> str:
     """The address other ranks reach this rank at.
 
     ``DEEPRC_HOSTS`` (set by deeprc-launch) names every rank's host; otherwise a
-    single-node job uses MASTER_ADDR (often 127.0.0.1) and a multi-node job this
-    machine's hostname.
+    single-node job uses MASTER_ADDR (often 127.0.0.1) and a multi-node job the
+    address of the interface toward rank 0's host (:mod:`deeprc_core.network`).
     """
     if wiring.hosts:
         return wiring.hosts[wiring.rank]
     if wiring.num_nodes == 1 and wiring.master_addr:
         return wiring.master_addr
-    return socket.gethostname()
+    return address_toward(wiring.master_addr)
 
 
 def free_port(host: str) -> int:

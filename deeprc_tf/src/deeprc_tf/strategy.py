@@ -25,6 +25,8 @@ import os
 from typing import Any, Literal
 
 from deeprc_core.comm import default_timeout
+from deeprc_core.network import apply_socket_ifname
+from deeprc_core.wiring import requested_backend
 
 from deeprc_core import Wiring, detect_wiring, get_communicator
 
@@ -73,7 +75,8 @@ def _configure_coordination(cfg: dict[str, Any], timeout: float) -> None:
 def strategy(communication: Communication = "auto", *, timeout: float | None = None) -> Any:
     """Build the ``tf.distribute.Strategy`` for this job. Call it first, before any TF op.
 
-    ``communication``: ``"auto"`` (NCCL when this worker has GPUs, else RING),
+    ``communication``: ``"auto"`` (what ``DEEPRC_BACKEND`` asks for, else NCCL when this
+    worker has GPUs, else RING),
     ``"nccl"`` or ``"ring"``. ``timeout`` (seconds) bounds every collective and the
     detection of a lost worker; it defaults to ``DEEPRC_COMM_TIMEOUT`` (300 s).
     Raises :class:`~deeprc_tf.startup.TFAlreadyStartedError` when TensorFlow has
@@ -82,6 +85,9 @@ def strategy(communication: Communication = "auto", *, timeout: float | None = N
     """
     if communication not in ("auto", "nccl", "ring"):
         raise ValueError(f"communication={communication!r}: choose 'auto', 'nccl' or 'ring'")
+    if communication == "auto":  # the launcher's --backend (DEEPRC_BACKEND): nccl, or ring for gloo/mpi
+        asked = requested_backend()
+        communication = "auto" if asked is None else "nccl" if asked == "nccl" else "ring"
     wiring = detect_wiring()
     timeout = default_timeout() if timeout is None else float(timeout)
     if wiring.world_size == 1:
@@ -107,7 +113,11 @@ def strategy(communication: Communication = "auto", *, timeout: float | None = N
 
     gpus = _pin_local_gpus(wiring)
     if communication == "nccl" and not gpus:
-        raise ValueError("communication='nccl' needs GPUs, but this worker sees none; use 'ring' or 'auto'")
+        raise ValueError(
+            "communication='nccl' (or DEEPRC_BACKEND=nccl, deeprc-launch --backend nccl) needs GPUs, but this "
+            "worker sees none; use 'ring' / --backend gloo, or 'auto'"
+        )
+    apply_socket_ifname(wiring.master_addr, wiring.num_nodes)  # NCCL across nodes: the interface toward rank 0
     impl = tf.distribute.experimental.CommunicationImplementation
     chosen = impl.NCCL if (communication == "nccl" or (communication == "auto" and gpus)) else impl.RING
     _configure_coordination(cfg, timeout)

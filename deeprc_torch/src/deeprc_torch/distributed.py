@@ -8,14 +8,19 @@ every launcher without extra flags.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from deeprc_core.network import apply_socket_ifname, host_address
+from deeprc_core.wiring import requested_backend
 
 from deeprc_core import Wiring, WiringError, detect_wiring, env_vars, get_communicator
+
+log = logging.getLogger(__name__)
 
 #: Default process-group timeout: long enough for slow steps, short enough to notice a dead rank.
 DEFAULT_PG_TIMEOUT = timedelta(minutes=5)
@@ -54,7 +59,7 @@ def rendezvous(wiring: Wiring | None = None) -> tuple[str, int]:
             )
         try:  # rank 0 chooses; MPI carries it (the TCP communicator would itself need the port)
             comm = get_communicator(wiring)
-            addr, port = comm.bcast((addr or socket.gethostname(), port or _free_port()) if wiring.rank == 0 else None)
+            addr, port = comm.bcast((addr or host_address(), port or _free_port()) if wiring.rank == 0 else None)
         except Exception as exc:
             raise WiringError(
                 f"{wiring.source}: MASTER_ADDR/MASTER_PORT are not set and could not be agreed through MPI ({exc}); "
@@ -66,7 +71,31 @@ def rendezvous(wiring: Wiring | None = None) -> tuple[str, int]:
 
 
 def default_backend(device: torch.device | str | None = None) -> str:
-    """``nccl`` for CUDA devices, ``gloo`` otherwise."""
+    """The process-group backend: what the launcher asked for (``DEEPRC_BACKEND``), else
+    ``nccl`` for CUDA devices and ``gloo`` otherwise.
+
+    ``DEEPRC_BACKEND=nccl`` on a rank without a GPU raises at once (NCCL would fail later
+    and less clearly); ``mpi`` uses torch's MPI backend when torch has one, else gloo for
+    torch while the core's collectives go through MPI.
+    """
+    asked = requested_backend()
+    if asked == "nccl":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"{env_vars.BACKEND}=nccl (deeprc-launch --backend nccl) but this rank sees no CUDA GPU; "
+                "use --backend gloo (or auto) on CPU nodes, or give every rank a GPU"
+            )
+        return "nccl"
+    if asked == "gloo":
+        return "gloo"
+    if asked == "mpi":
+        if dist.is_mpi_available():
+            return "mpi"
+        log.warning(
+            "%s=mpi: this torch has no MPI backend; torch.distributed uses gloo, the core's collectives MPI",
+            env_vars.BACKEND,
+        )
+        return "gloo"
     dev = torch.device(device) if device is not None else None
     if dev is None:
         return "nccl" if torch.cuda.is_available() else "gloo"
@@ -78,7 +107,9 @@ def init_process_group(
 ) -> Wiring:
     """Initialise torch.distributed from the wiring (any launcher); returns the wiring.
 
-    ``backend`` defaults to nccl with CUDA (and selects ``cuda:local_rank``), gloo otherwise;
+    ``backend`` defaults to :func:`default_backend` (DEEPRC_BACKEND, else nccl with CUDA, which
+    also selects ``cuda:local_rank``, and gloo otherwise); across nodes GLOO_SOCKET_IFNAME and
+    NCCL_SOCKET_IFNAME default to the interface toward rank 0 (:mod:`deeprc_core.network`);
     ``timeout`` defaults to :func:`pg_timeout`. A no-op when a group already exists.
     """
     wiring = detect_wiring() if wiring is None else wiring
@@ -88,6 +119,7 @@ def init_process_group(
     if backend == "nccl" and torch.cuda.is_available():
         torch.cuda.set_device(wiring.local_rank % max(torch.cuda.device_count(), 1))
     addr, port = rendezvous(wiring)
+    apply_socket_ifname(addr, wiring.num_nodes)  # across nodes: the interface that reaches rank 0
     dist.init_process_group(
         backend,
         init_method=f"tcp://{addr}:{port}",

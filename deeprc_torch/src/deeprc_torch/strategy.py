@@ -1,6 +1,7 @@
 """The DDP strategy logic shared by both Lightning flavours.
 
-DDP with :class:`DeepRCEnvironment`, ``nccl`` on CUDA and ``gloo`` otherwise, and a
+DDP with :class:`DeepRCEnvironment`, the backend the launcher asked for (``DEEPRC_BACKEND``,
+``deeprc-launch --backend``), else ``nccl`` on CUDA and ``gloo`` otherwise, and a
 process-group timeout of 5 minutes (``DEEPRC_COMM_TIMEOUT`` or ``timeout=`` change it)
 instead of Lightning's 30, so a rank that dies or hangs fails the job in minutes.
 """
@@ -11,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import torch
+from deeprc_core.network import apply_socket_ifname
 
 from .distributed import default_backend, pg_timeout
 
@@ -32,6 +34,8 @@ class StrategyLogic:
         cluster_environment: Any = None,
         **kwargs: Any,
     ) -> None:
+        if process_group_backend is None:
+            default_backend()  # a DEEPRC_BACKEND this rank cannot honour (nccl without a GPU) fails here, at once
         super().__init__(  # type: ignore[call-arg]
             cluster_environment=cluster_environment if cluster_environment is not None else self.environment_class(),
             process_group_backend=process_group_backend,
@@ -79,4 +83,6 @@ class StrategyLogic:
     def setup_environment(self) -> None:
         """Check the Trainer's devices against the launcher, then set up DDP."""
         self.cluster_environment.validate_settings(len(self.parallel_devices or [None]), 1)
+        # Across nodes, gloo/NCCL must use the interface that reaches rank 0 (unless the user chose one).
+        apply_socket_ifname(self.cluster_environment.main_address, self.num_nodes)
         super().setup_environment()  # type: ignore[misc]
