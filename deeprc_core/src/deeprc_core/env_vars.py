@@ -21,6 +21,7 @@ DEEPRC_COMM               communicator the core should use: local, mpi, tcp or t
 DEEPRC_COMM_TIMEOUT       seconds any collective may wait before it fails (default 300)
 DEEPRC_RUN_ID             identifier of the launch (names log folders)
 DEEPRC_LOG_DIR            folder where the launcher keeps every rank's stdout/stderr
+DEEPRC_JOB_SECRET         per-job secret that authenticates the TCP ranks
 ========================  =====================================================
 """
 
@@ -40,6 +41,7 @@ COMM = "DEEPRC_COMM"
 COMM_TIMEOUT = "DEEPRC_COMM_TIMEOUT"
 RUN_ID = "DEEPRC_RUN_ID"
 LOG_DIR = "DEEPRC_LOG_DIR"
+JOB_SECRET = "DEEPRC_JOB_SECRET"
 
 #: Every DEEPRC_* variable, in the order of the table above.
 ALL = (
@@ -57,6 +59,7 @@ ALL = (
     COMM_TIMEOUT,
     RUN_ID,
     LOG_DIR,
+    JOB_SECRET,
 )
 
 #: Default seconds a collective may wait for the other ranks.
