@@ -47,7 +47,7 @@ class AuthError(CommError):
     """A peer failed the handshake or sent a frame whose MAC does not match."""
 
 
-def _mac(key: bytes, *parts: bytes) -> bytes:
+def _mac(key: bytes, *parts: bytes | bytearray) -> bytes:
     h = hmac.new(key, digestmod=hashlib.sha256)
     for part in parts:
         h.update(part)

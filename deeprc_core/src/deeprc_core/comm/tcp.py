@@ -344,8 +344,8 @@ class TCPCommunicator(BaseCommunicator):
                     self._fail_all(msg, "timeout")
                     raise CommTimeoutError(f"rank 0: {msg}")
                 for key, _ in sel.select(timeout=min(remaining, 1.0)):
-                    peer, chan = key.data, key.fileobj
-                    assert isinstance(chan, ch.Channel)
+                    peer = key.data
+                    chan = self._peers[peer]
                     try:
                         chan.settimeout(max(deadline - time.monotonic(), 0.01))
                         seq, value = pickle.loads(chan.recv())
