@@ -190,3 +190,36 @@ def test_listen_address_is_never_all_interfaces() -> None:
     assert listen_address("127.0.0.1", 1234)[1] == ("127.0.0.1", 1234)
     with pytest.raises(CommError, match="not an address of this machine"):
         TCPCommunicator(0, 2, "192.0.2.1", free_port(), timeout=1, secret=b"s" * 32)  # TEST-NET-1: never bound
+
+
+def test_validate_everywhere_fails_every_rank_on_any_exception() -> None:
+    """An ArrowNotImplementedError (a NotImplementedError) on one rank must not leave the other waiting."""
+    import pyarrow as pa
+    from deeprc_core.engine.select import validate_everywhere
+
+    from deeprc_core import RankFailedError
+
+    port = free_port()
+    out: dict[int, Any] = {}
+
+    def rank(r: int) -> None:
+        c = TCPCommunicator(r, 2, "127.0.0.1", port, timeout=30)
+
+        def check() -> None:
+            if r == 1:
+                raise pa.lib.ArrowNotImplementedError("no kernel for that type")
+
+        t0 = time.monotonic()
+        try:
+            validate_everywhere(c, "join", check)
+        except Exception as exc:  # noqa: BLE001 - inspected below
+            out[r] = (exc, time.monotonic() - t0)
+        c.close()
+
+    threads = [threading.Thread(target=rank, args=(r,), daemon=True) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert isinstance(out[1][0], NotImplementedError)
+    assert isinstance(out[0][0], RankFailedError) and "no kernel" in str(out[0][0]) and out[0][1] < 10

@@ -48,6 +48,26 @@ EVEN_POLICIES = ("drop", "pad", "rebalance")
 SHUFFLE_MODES = ("none", "local", "global")
 
 
+def positive_int(value: object, name: str, what: str = "") -> int:
+    """``value`` as an int >= 1; a string, float, bool or None is an error naming ``name`` (never coerced)."""
+    where = f"{what}: " if what else ""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}{name} must be a positive integer, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{where}{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def epoch_number(epoch: object, what: str = "") -> int:
+    """``epoch`` as an int >= 0; anything else is an error naming the epoch."""
+    where = f"{what}: " if what else ""
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
+        raise TypeError(f"{where}epoch must be a non-negative integer, got {epoch!r} ({type(epoch).__name__})")
+    if epoch < 0:
+        raise ValueError(f"{where}epoch must be a non-negative integer, got {epoch}")
+    return int(epoch)
+
+
 def normalize_shuffle(shuffle: bool | str) -> ShuffleMode:
     """``True`` -> ``"local"``, ``False`` -> ``"none"``; validate strings."""
     if shuffle is True:
@@ -86,8 +106,7 @@ class BatchPlan:
         drop_last: bool = False,
         what: str = "batch plan",
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        batch_size = positive_int(batch_size, "batch_size", what)
         if even not in EVEN_POLICIES:
             raise ValueError(f"even={even!r}: choose one of {EVEN_POLICIES}")
         self.shuffle = normalize_shuffle(shuffle)
@@ -139,9 +158,10 @@ class BatchPlan:
 
     def order(self, epoch: int) -> np.ndarray | None:
         """The local sample order of ``epoch`` (None means 0..n-1 in order)."""
+        epoch = epoch_number(epoch)
         if self.shuffle != "local":
             return None
-        rng = np.random.default_rng([self.seed, int(epoch), self.rank])
+        rng = np.random.default_rng([self.seed, epoch, self.rank])
         # int32 where it fits: the order is the shuffle's only per-sample memory (4 bytes, not 8).
         order = aligned_empty((self.num_samples,), np.int32 if self.num_samples < 2**31 else np.int64)
         step = 1 << 20  # filled in pieces: no second full-size temporary

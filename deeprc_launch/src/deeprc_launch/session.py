@@ -14,6 +14,7 @@ RP facts this module works around (radical.pilot 1.103):
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -27,6 +28,8 @@ from .descriptions import PilotSpec, pilot_description
 from .resources import LOCAL_MPI_ENV, deeprc_home, is_local, write_local_config
 
 Progress = Callable[[str], None]
+
+logger = logging.getLogger("deeprc_launch.session")
 
 #: Task states after which a task never changes again.
 FINAL_STATES = ("DONE", "FAILED", "CANCELED")
@@ -119,8 +122,10 @@ class PilotSession:
         for cb in list(self._task_callbacks):
             try:
                 cb(task, state)
-            except Exception:  # noqa: BLE001 - a callback must never break RP's thread
-                pass
+            except Exception:  # noqa: BLE001 - a callback must never break RP's thread, but must be seen
+                uid = getattr(task, "uid", "?")
+                logger.exception("task-state callback %r failed for %s -> %s", cb, uid, state)
+                self.progress(f"warning: a task-state callback failed for {uid} -> {state}: {sys.exc_info()[1]!r}")
 
     def on_task_state(self, callback: Callable[[Any, str], None]) -> None:
         """Call ``callback(task, state)`` on every task state change."""
