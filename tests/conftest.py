@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,26 @@ def data_dir() -> Path:
     if not DATA.exists():
         pytest.skip(f"shared data not found at {DATA}; set DEEPRC_DATA")
     return DATA
+
+
+# Shared by tests/launch and tests/faults: one isolated DEEPRC_HOME and one pilot service per session.
+@pytest.fixture(scope="session")
+def deeprc_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private DEEPRC_HOME (configs, run logs, service socket) for the whole test session."""
+    home = tmp_path_factory.mktemp("dh")
+    os.environ["DEEPRC_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def pilot_service(deeprc_home: Path) -> Iterator[Path]:
+    """One `deeprc-launch up` pilot service for every CLI test that needs a pilot; `down` at the end."""
+    from tests.launch.conftest import run_cli
+
+    up = run_cli(["up", "--walltime", "30"], timeout=600)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield deeprc_home
+    finally:
+        down = run_cli(["down"], timeout=300)
+        assert down.returncode == 0, down.stdout + down.stderr
