@@ -14,7 +14,9 @@ RADICAL-Pilot starts this once per rank (through mpirun/mpiexec/srun/flux). It
    authenticate with it, and it never appears on a command line,
 4. sets DEEPRC_* and the conventional variables, and runs the user's command with its
    stdout/stderr going to ``<run dir>/rank-<r>.out|.err``; it forwards signals to the command's
-   process group, kills what is left of it at the end, and records ``rank-<r>.exit``.
+   process group, kills what is left of it at the end, and records ``rank-<r>.exit``. While the
+   command runs it touches ``rank-<r>.alive`` every :data:`HEARTBEAT_S` seconds, so a client can
+   tell a rank that vanished without an exit record (its node or the pilot agent died).
 
 It imports no deep-learning framework and only the light parts of deeprc_core.
 """
@@ -37,6 +39,8 @@ from pathlib import Path
 
 #: Exit code of a rank whose bootstrap failed before the user's command started.
 BOOTSTRAP_FAILED = 97
+#: Seconds between touches of ``rank-<r>.alive`` while the command runs.
+HEARTBEAT_S = 2.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -255,7 +259,13 @@ def _run_child(command: list[str], env: dict[str, str], out, err, run_dir: Path,
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, forward)
     launcher = _launcher_pid()
+    alive = run_dir / f"rank-{rank}.alive"
+    beat = 0.0
     while True:
+        if time.monotonic() - beat >= HEARTBEAT_S:
+            with contextlib.suppress(OSError):
+                alive.touch()
+            beat = time.monotonic()
         try:
             code = child.wait(timeout=0.5)
             break

@@ -14,9 +14,11 @@ RP facts this module works around (radical.pilot 1.103):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -173,8 +175,44 @@ class PilotSession:
         try:
             self.session.close(download=False, terminate=True)
         finally:
+            if is_local(self.spec.resource):
+                self._reap_local(sid)
             if not self.keep_sandbox:
                 self._remove_sandboxes(sid, sandbox)
+
+    def _reap_local(self, sid: str) -> None:
+        """End processes a local pilot left behind (an agent killed mid-task orphans its components).
+
+        Only processes of this user whose working folder is inside this session's folders.
+        """
+        roots = [
+            str(Path.home() / "radical.pilot.sandbox" / sid),
+            str(Path(os.environ.get("RADICAL_PILOT_BASE", os.getcwd())) / sid),
+        ]
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if any(cwd == r or cwd.startswith(r + "/") for r in roots):
+                found.append(int(entry.name))
+        if not found:
+            return
+        self.progress(f"ending {len(found)} process(es) the pilot left behind")
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in found:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 3.0
+            while (
+                sig == signal.SIGTERM
+                and time.monotonic() < deadline
+                and any(Path(f"/proc/{p}").exists() for p in found)
+            ):
+                time.sleep(0.1)
 
     def _remove_sandboxes(self, sid: str, pilot_sandbox: str | None) -> None:
         paths = [Path(os.environ.get("RADICAL_PILOT_BASE", os.getcwd())) / sid]
