@@ -16,6 +16,7 @@ from deeprc_core.comm.tcp import listen_address
 
 from deeprc_core import CommError, TCPCommunicator, Wiring, get_communicator, set_default_communicator
 from tests.support.ranks import free_port
+from tests.support.sockets import connect_when_listening
 
 
 class _Evil:
@@ -26,17 +27,6 @@ class _Evil:
 
     def __reduce__(self) -> Any:
         return (Path(self.path).touch, ())
-
-
-def _connect(port: int) -> socket.socket:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=5)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
 
 
 def _listening_on(port: int) -> list[str]:
@@ -71,8 +61,8 @@ def test_strangers_run_no_code_and_the_job_completes(tmp_path: Path) -> None:
     t0 = threading.Thread(target=rank, args=(0, 0.0), daemon=True)
     t0.start()
     # Rank 1 joins only after the strangers: rank 0 must survive them while it is still waiting.
-    silent = _connect(port)  # connects and says nothing: must not stall the others
-    huge = _connect(port)
+    silent = connect_when_listening(port)  # connects and says nothing: must not stall the others
+    huge = connect_when_listening(port)
     huge.sendall(b"\xff" * 8)  # the old header announcing 2**64-1 bytes: nothing is allocated for it
     payloads = [
         b"garbage" * 20,
@@ -80,7 +70,7 @@ def test_strangers_run_no_code_and_the_job_completes(tmp_path: Path) -> None:
         ch.MAGIC + b"\x00" * (ch.HELLO_SIZE - len(ch.MAGIC)),  # right magic, wrong MAC
     ]
     for payload in payloads:
-        with _connect(port) as s:
+        with connect_when_listening(port) as s:
             assert len(ch.recv_exact(s, ch.CHALLENGE_SIZE)) == ch.CHALLENGE_SIZE
             s.sendall(payload)
             s.settimeout(5)

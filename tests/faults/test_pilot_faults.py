@@ -63,6 +63,20 @@ def _start(args: list[str], err: Path, env: dict[str, str] | None = None) -> sub
         )
 
 
+def _interrupt_at_pilot_start(args: list[str], err: Path, env: dict[str, str] | None = None) -> tuple[str, int, float]:
+    """Start deeprc-launch, Ctrl-C it once the pilot is submitted; (session id, exit code, seconds to exit)."""
+    proc = _start(args, err, env)
+    try:
+        sid = _wait_for(err, r"session (rp\.session\.[\w.-]+)\)", proc).group(1)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=240)
+        return sid, code, time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_sigkill_of_the_pilot_agent_mid_task(deeprc_home: Path, tmp_path: Path, record: Any) -> None:
     logs, err = tmp_path / "logs", tmp_path / "client.err"
     proc = _start(["--no-service", "--ranks", "2", "--log-dir", str(logs), str(SCRIPTS / "sleeper.py")], err)
@@ -105,16 +119,9 @@ def test_sigkill_of_the_pilot_agent_mid_task(deeprc_home: Path, tmp_path: Path, 
 
 def test_ctrl_c_of_deeprc_launch_while_the_pilot_starts(deeprc_home: Path, tmp_path: Path, record: Any) -> None:
     logs, err = tmp_path / "logs", tmp_path / "client.err"
-    proc = _start(["--no-service", "--ranks", "2", "--log-dir", str(logs), str(SCRIPTS / "sleeper.py")], err)
-    try:
-        sid = _wait_for(err, r"session (rp\.session\.[\w.-]+)\)", proc).group(1)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=240)
-        stopped = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sid, code, stopped = _interrupt_at_pilot_start(
+        ["--no-service", "--ranks", "2", "--log-dir", str(logs), str(SCRIPTS / "sleeper.py")], err
+    )
     assert code == 130, err.read_text()
     left = _wait_gone([sid, str(logs)])
     assert not left, left
@@ -130,16 +137,7 @@ def test_ctrl_c_of_deeprc_launch_while_the_pilot_starts(deeprc_home: Path, tmp_p
 
 def test_ctrl_c_of_up_while_the_pilot_starts(tmp_path: Path, record: Any) -> None:
     home, err = tmp_path / "home", tmp_path / "up.err"
-    proc = _start(["up", "--walltime", "10"], err, env={"DEEPRC_HOME": str(home)})
-    try:
-        sid = _wait_for(err, r"session (rp\.session\.[\w.-]+)\)", proc).group(1)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=240)
-        stopped = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sid, code, stopped = _interrupt_at_pilot_start(["up", "--walltime", "10"], err, env={"DEEPRC_HOME": str(home)})
     text = err.read_text()
     assert code == 130, text
     assert "stopping the pilot service that was starting" in text

@@ -7,7 +7,6 @@ strangers connect; then rank 1 joins and the job must complete with no stranger'
 from __future__ import annotations
 
 import pickle
-import socket
 import struct
 import threading
 import time
@@ -18,6 +17,7 @@ import pytest
 from deeprc_core.comm import channel as ch
 
 from tests.support.ranks import run_ranks
+from tests.support.sockets import connect_when_listening
 
 BODIES = Path(__file__).with_name("bodies.py")
 
@@ -32,19 +32,9 @@ def _touch_payload(path: Path) -> bytes:
     return pickle.dumps(Probe())
 
 
-def _connect(port: int, deadline: float) -> socket.socket:
-    while True:
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=5)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
 def _attack(port: int, payload: bytes) -> float:
     """Send ``payload`` after the challenge; seconds until rank 0 dropped the connection."""
-    with _connect(port, time.monotonic() + 30) as s:
+    with connect_when_listening(port, 30) as s:
         ch.recv_exact(s, ch.CHALLENGE_SIZE)
         t0 = time.monotonic()
         s.sendall(payload)
@@ -78,8 +68,8 @@ def test_stranger_on_the_tcp_port_runs_no_code(tmp_path: Path, record: Any) -> N
         assert time.monotonic() < deadline, "rank 0 never published its port"
         time.sleep(0.05)
     port = int((tmp_path / "port").read_text()) + 1  # the TCP communicator's port
-    silent = _connect(port, time.monotonic() + 30)  # says nothing at all
-    huge = _connect(port, time.monotonic() + 30)
+    silent = connect_when_listening(port, 30)  # says nothing at all
+    huge = connect_when_listening(port, 30)
     huge.sendall(struct.pack("!Q", 2**63))  # the old 8-byte header announcing 8 EiB
     drops = {
         "garbage": _attack(port, b"\x00garbage\xff" * 100),

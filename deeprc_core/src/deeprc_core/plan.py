@@ -48,24 +48,23 @@ EVEN_POLICIES = ("drop", "pad", "rebalance")
 SHUFFLE_MODES = ("none", "local", "global")
 
 
-def positive_int(value: object, name: str, what: str = "") -> int:
-    """``value`` as an int >= 1; a string, float, bool or None is an error naming ``name`` (never coerced)."""
+def _checked_int(value: object, name: str, what: str, minimum: int, kind: str) -> int:
     where = f"{what}: " if what else ""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{where}{name} must be a positive integer, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{where}{name} must be a positive integer, got {value}")
+        raise TypeError(f"{where}{name} must be a {kind} integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{where}{name} must be a {kind} integer, got {value}")
     return int(value)
+
+
+def positive_int(value: object, name: str, what: str = "") -> int:
+    """``value`` as an int >= 1; a string, float, bool or None is an error naming ``name`` (never coerced)."""
+    return _checked_int(value, name, what, 1, "positive")
 
 
 def epoch_number(epoch: object, what: str = "") -> int:
     """``epoch`` as an int >= 0; anything else is an error naming the epoch."""
-    where = f"{what}: " if what else ""
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
-        raise TypeError(f"{where}epoch must be a non-negative integer, got {epoch!r} ({type(epoch).__name__})")
-    if epoch < 0:
-        raise ValueError(f"{where}epoch must be a non-negative integer, got {epoch}")
-    return int(epoch)
+    return _checked_int(epoch, "epoch", what, 0, "non-negative")
 
 
 def normalize_shuffle(shuffle: bool | str) -> ShuffleMode:
