@@ -81,6 +81,16 @@ def rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     "`tests/faults/test_pilot_faults.py`",
                 )
             )
+    if c := d.get("e_concurrent_ups"):
+        out.append(
+            (
+                "(e) two `deeprc-launch up` at the same moment on one DEEPRC_HOME (the race that orphaned a pilot)",
+                f"both returned 0 after {_g(c['detection_s'])} s with one service; the second `serve` saw the lock "
+                "and started no pilot",
+                f"nothing: {c['pilots_started']} pilot started, `down` left no process",
+                "`tests/faults/test_pilot_faults.py`",
+            )
+        )
     for ad in ("torch", "tf"):
         if f := d.get(f"f_bad_inputs_{ad}"):
             slow = max(v.get("slowest_rank_s", 0) for v in f["cases"].values())

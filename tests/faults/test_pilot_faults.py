@@ -152,3 +152,44 @@ def test_ctrl_c_of_up_while_the_pilot_starts(tmp_path: Path, record: Any) -> Non
         left_running=len(left),
         lost="nothing (no service, pilot, socket or state file left)",
     )
+
+
+def test_two_concurrent_ups_start_one_pilot(tmp_path: Path, record: Any) -> None:
+    """The race of issue 14: two `up`s at once used to start two pilots and orphan one."""
+    home = tmp_path / "home"
+    env = {**os.environ, "DEEPRC_HOME": str(home)}
+    t0 = time.monotonic()
+    ups = [
+        subprocess.Popen(
+            [*CLI, "up", "--walltime", "10"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=400)[0] for p in ups]
+    up_s = time.monotonic() - t0
+    try:
+        assert [p.returncode for p in ups] == [0, 0], outs
+        assert sum("another pilot service" in o or "already" in o for o in outs) >= 1, outs
+        log = (home / "service" / "service.log").read_text()
+        sids = set(re.findall(r"session (rp\.session\.[\w.-]+)\)", log))
+        assert len(sids) == 1, log
+        assert "not starting" in log  # the second serve saw the lock and started no pilot
+    finally:
+        down = subprocess.run([*CLI, "down"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    left = _wait_gone([*sids, str(home)])
+    assert not left, left
+    record(
+        "e_concurrent_ups",
+        fault="two `deeprc-launch up` started at the same moment on one DEEPRC_HOME",
+        detection_s=round(up_s, 2),
+        note="seconds until both `up`s returned 0 with one service; one pilot started, none orphaned",
+        pilots_started=len(sids),
+        left_running=len(left),
+        lost="nothing (one service; `down` leaves no process)",
+    )

@@ -149,3 +149,43 @@ def test_jobspec_round_trips_through_the_protocol() -> None:
 
     job = JobSpec(command=["python", "-c", "pass"], ranks=2, run_dir="/tmp/r", env={"A": "b"})
     assert job_from_request(json.loads(json.dumps(asdict(job)))) == job
+
+
+def _cli(args: list[str], home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DEEPRC_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "deeprc_launch", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def test_stale_files_are_recognised_and_a_reused_pid_is_never_signalled(tmp_path: Path) -> None:
+    sdir = tmp_path / "service"
+    sdir.mkdir(mode=0o700)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # What a crashed service leaves: a socket file nobody listens on and a state naming a pid now reused.
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(str(sdir / "pilot.sock"))
+        state = {"pid": bystander.pid, "pid_start": process_start_time(bystander.pid), "state": "active"}
+        (sdir / "state.json").write_text(json.dumps(state))
+        status = _cli(["status"], tmp_path)
+        assert status.returncode == 1 and "no pilot service running" in status.stdout, status.stdout + status.stderr
+        assert "removed what a dead pilot service left behind" in status.stdout
+        assert not (sdir / "pilot.sock").exists() and not (sdir / "state.json").exists()
+        (sdir / "state.json").write_text(json.dumps(state))
+        down = _cli(["down"], tmp_path)
+        assert down.returncode == 0 and "no pilot service running" in down.stdout
+        assert bystander.poll() is None  # never signalled
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_socket_that_cannot_exist_fails_before_any_pilot(tmp_path: Path) -> None:
+    home = tmp_path / ("x" * 120)  # a Unix socket path longer than 108 bytes
+    up = _cli(["up", "--walltime", "5"], home)
+    assert up.returncode == 1, up.stdout + up.stderr
+    log = (home / "service" / "service.log").read_text()
+    assert "cannot create the service socket" in log and "shorter path" in log
+    assert "pilot submitted" not in log  # failed before the pilot: nothing to leak
+    assert not (home / "service" / "state.json").exists()
