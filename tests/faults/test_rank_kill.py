@@ -1,7 +1,7 @@
 """(c) SIGKILL of one rank mid-epoch under torchrun, mpirun and deeprc-launch: every rank gone, the rank named.
 
 Two ranks train DDP (gloo) over a Deep RC loader; rank 1 kills itself with SIGKILL in the middle
-of epoch 1. The figure is the time from the kill until no rank of the job runs any more; the
+of its first epoch. The figure is the time from the kill until no rank of the job runs any more; the
 bound asserted is :data:`BOUND_S` (the launchers' own monitoring; a collective with a dead peer
 fails on the closed socket, at the latest after DEEPRC_COMM_TIMEOUT, 300 s by default).
 """

@@ -1,4 +1,4 @@
-"""DDP (gloo) training over a Deep RC loader; rank 1 SIGKILLs itself in the middle of epoch 1.
+"""DDP (gloo) training over a Deep RC loader; rank 1 SIGKILLs itself in the middle of the first epoch.
 
 ``python kill_mid_epoch.py OUT_DIR``: every rank writes ``pid-<rank>``; rank 1 writes ``killed``
 (the time) just before it dies. The others keep training until the launcher ends them.
@@ -37,7 +37,7 @@ def main() -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if rank == 1 and epoch == 1 and step == 5:
+            if rank == 1 and epoch == 0 and step == 5:
                 (out / "killed").write_text(repr(time.time()))
                 os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(0.01)
