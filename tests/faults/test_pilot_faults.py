@@ -6,6 +6,7 @@ command line or working folder names the RP session or the run folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -59,8 +60,20 @@ def _wait_for(path: Path, pattern: str, proc: subprocess.Popen[Any], timeout: fl
 def _start(args: list[str], err: Path, env: dict[str, str] | None = None) -> subprocess.Popen[Any]:
     with err.open("w") as fh:
         return subprocess.Popen(
-            [*CLI, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=fh, env={**os.environ, **(env or {})}
+            [*CLI, *args],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # a failed case kills the whole group (RP's client forks helpers)
         )
+
+
+def _kill_group(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _interrupt_at_pilot_start(args: list[str], err: Path, env: dict[str, str] | None = None) -> tuple[str, int, float]:
@@ -73,8 +86,7 @@ def _interrupt_at_pilot_start(args: list[str], err: Path, env: dict[str, str] | 
         code = proc.wait(timeout=240)
         return sid, code, time.monotonic() - t0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _kill_group(proc)
 
 
 def test_sigkill_of_the_pilot_agent_mid_task(deeprc_home: Path, tmp_path: Path, record: Any) -> None:
@@ -97,8 +109,7 @@ def test_sigkill_of_the_pilot_agent_mid_task(deeprc_home: Path, tmp_path: Path, 
         code = proc.wait(timeout=240)
         detected = time.monotonic() - t_kill
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        _kill_group(proc)
     text = err.read_text()
     assert code != 0, text
     assert "pilot agent" in text and (
