@@ -8,6 +8,8 @@ pyarrow-10 compatibility environment, which holds deeprc-core alone.
 from __future__ import annotations
 
 import importlib.util
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,3 +39,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def data_dir() -> Path:
     """Folder of the datasets (ETT, CAMELS-US): ``$DEEPRC_DATA``, else the repo's data/ (never skipped)."""
     return data_root()
+
+
+# Shared by tests/launch and tests/faults: one isolated DEEPRC_HOME and one pilot service per session.
+@pytest.fixture(scope="session")
+def deeprc_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private DEEPRC_HOME (configs, run logs, service socket) for the whole test session."""
+    home = tmp_path_factory.mktemp("dh")
+    os.environ["DEEPRC_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def pilot_service(deeprc_home: Path) -> Iterator[Path]:
+    """One `deeprc-launch up` pilot service for every CLI test that needs a pilot; `down` at the end."""
+    from tests.launch.conftest import run_cli
+
+    up = run_cli(["up", "--walltime", "30"], timeout=600)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield deeprc_home
+    finally:
+        down = run_cli(["down"], timeout=300)
+        assert down.returncode == 0, down.stdout + down.stderr

@@ -109,6 +109,23 @@ def test_bad_inputs_are_clear_errors() -> None:
         TableBatches(empty, "v", None, 2)
 
 
+@pytest.mark.parametrize(("bad", "kind"), [("8", TypeError), (2.7, TypeError), (True, TypeError), (0, ValueError)])
+def test_batch_size_is_never_coerced(bad: object, kind: type) -> None:
+    with pytest.raises(kind, match=r"dataset: batch_size must be a positive integer, got"):
+        TableBatches(_table(), "a", "y", bad)  # type: ignore[arg-type]
+    assert TableBatches(_table(), "a", "y", np.int64(8)).batch_size == 8
+
+
+@pytest.mark.parametrize("bad", [-1, 1.0, "0"])
+def test_epoch_must_be_a_non_negative_integer(bad: object) -> None:
+    for shuffle in (False, True, "global"):
+        b = TableBatches(_table(), "a", "y", 8, shuffle=shuffle)
+        with pytest.raises((TypeError, ValueError), match="epoch must be a non-negative integer"):
+            next(b.epoch(bad))  # type: ignore[arg-type]
+        with pytest.raises((TypeError, ValueError), match="epoch must be a non-negative integer"):
+            b.epoch_rows(bad)  # type: ignore[arg-type]
+
+
 def test_global_shuffle_on_one_rank_covers_every_row() -> None:
     tb = TableBatches(_table(), "a", "y", 16, shuffle="global", seed=9)
     e0 = np.concatenate([b.index for b in tb.epoch(0)])

@@ -106,10 +106,13 @@ def test_val_window_differs_from_the_training_window() -> None:
         deeprc_tf.make_dataset(gt, ["a"], "t", 32, val=gt, val_window=(10, 1))
 
 
-def test_batch_size_must_divide_by_replicas() -> None:
+def test_batch_size_must_be_a_positive_integer() -> None:
     gt = GlobalTable(_misaligned_table(), LocalCommunicator())
-    with pytest.raises(ValueError, match="multiple"):
+    with pytest.raises(ValueError, match="global_batch_size must be a positive integer, got 0"):
         deeprc_tf.make_dataset(gt, "x", "y", 0)
+    for bad in ("8", 2.7):  # never coerced
+        with pytest.raises(TypeError, match="global_batch_size must be a positive integer"):
+            deeprc_tf.make_dataset(gt, "x", "y", bad)  # type: ignore[arg-type]
 
 
 def test_second_fit_continues_the_plan_at_keras_epoch() -> None:

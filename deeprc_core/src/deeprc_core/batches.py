@@ -34,7 +34,7 @@ import pyarrow as pa
 from .comm import agree
 from .copies import record_copy
 from .errors import SchemaError, ZeroCopyError
-from .plan import BatchPlan, EvenPolicy, normalize_shuffle
+from .plan import BatchPlan, EvenPolicy, epoch_number, normalize_shuffle, positive_int
 from .table import GlobalTable, check_columns
 from .views import aligned_copy, column_view, is_aligned, pack_columns, sliding_windows, stack_columns, take_rows
 from .windows import Window, with_halo
@@ -197,7 +197,7 @@ class TableBatches:
         what: str = "dataset",
     ) -> None:
         self.comm = source.comm
-        self.batch_size = int(batch_size)
+        self.batch_size = positive_int(batch_size, "batch_size", what)
         self.shuffle = normalize_shuffle(shuffle)
         self.seed = int(seed)
         self.window = Window.coerce(window)
@@ -448,6 +448,7 @@ class TableBatches:
         Adapters call it in the main process so that no collective runs inside a
         DataLoader worker; for other shuffle modes it does nothing.
         """
+        epoch = epoch_number(epoch, self.what)
         if self.shuffle == "global" and self._shuffled_epoch != epoch:
             self._load(self._base.global_shuffle(self.seed, epoch))
             self._shuffled_epoch = epoch

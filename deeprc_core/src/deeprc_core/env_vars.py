@@ -22,6 +22,7 @@ DEEPRC_COMM               communicator the core should use: local, mpi, tcp or t
 DEEPRC_COMM_TIMEOUT       seconds any collective may wait before it fails (default 300)
 DEEPRC_RUN_ID             identifier of the launch (names log folders)
 DEEPRC_LOG_DIR            folder where the launcher keeps every rank's stdout/stderr
+DEEPRC_JOB_SECRET         per-job secret that authenticates the TCP ranks
 DEEPRC_MPI_ABORT_ON_ERROR 0 keeps mpi4py's default on an uncaught exception (the core
                           otherwise calls MPI_Abort so no rank waits for a dead one)
 DEEPRC_TF_PATCH_KERAS     0 skips deeprc-tf's guarded Keras 3 distribution fixes
@@ -48,6 +49,7 @@ COMM = "DEEPRC_COMM"
 COMM_TIMEOUT = "DEEPRC_COMM_TIMEOUT"
 RUN_ID = "DEEPRC_RUN_ID"
 LOG_DIR = "DEEPRC_LOG_DIR"
+JOB_SECRET = "DEEPRC_JOB_SECRET"
 MPI_ABORT_ON_ERROR = "DEEPRC_MPI_ABORT_ON_ERROR"
 TF_PATCH_KERAS = "DEEPRC_TF_PATCH_KERAS"
 HOME = "DEEPRC_HOME"
@@ -69,6 +71,7 @@ ALL = (
     COMM_TIMEOUT,
     RUN_ID,
     LOG_DIR,
+    JOB_SECRET,
     MPI_ABORT_ON_ERROR,
     TF_PATCH_KERAS,
     HOME,

@@ -48,6 +48,25 @@ EVEN_POLICIES = ("drop", "pad", "rebalance")
 SHUFFLE_MODES = ("none", "local", "global")
 
 
+def _checked_int(value: object, name: str, what: str, minimum: int, kind: str) -> int:
+    where = f"{what}: " if what else ""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}{name} must be a {kind} integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{where}{name} must be a {kind} integer, got {value}")
+    return int(value)
+
+
+def positive_int(value: object, name: str, what: str = "") -> int:
+    """``value`` as an int >= 1; a string, float, bool or None is an error naming ``name`` (never coerced)."""
+    return _checked_int(value, name, what, 1, "positive")
+
+
+def epoch_number(epoch: object, what: str = "") -> int:
+    """``epoch`` as an int >= 0; anything else is an error naming the epoch."""
+    return _checked_int(epoch, "epoch", what, 0, "non-negative")
+
+
 def normalize_shuffle(shuffle: bool | str) -> ShuffleMode:
     """``True`` -> ``"local"``, ``False`` -> ``"none"``; validate strings."""
     if shuffle is True:
@@ -86,8 +105,7 @@ class BatchPlan:
         drop_last: bool = False,
         what: str = "batch plan",
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        batch_size = positive_int(batch_size, "batch_size", what)
         if even not in EVEN_POLICIES:
             raise ValueError(f"even={even!r}: choose one of {EVEN_POLICIES}")
         self.shuffle = normalize_shuffle(shuffle)
@@ -139,9 +157,10 @@ class BatchPlan:
 
     def order(self, epoch: int) -> np.ndarray | None:
         """The local sample order of ``epoch`` (None means 0..n-1 in order)."""
+        epoch = epoch_number(epoch)
         if self.shuffle != "local":
             return None
-        rng = np.random.default_rng([self.seed, int(epoch), self.rank])
+        rng = np.random.default_rng([self.seed, epoch, self.rank])
         # int32 where it fits: the order is the shuffle's only per-sample memory (4 bytes, not 8).
         order = aligned_empty((self.num_samples,), np.int32 if self.num_samples < 2**31 else np.int64)
         step = 1 << 20  # filled in pieces: no second full-size temporary

@@ -9,9 +9,14 @@ RADICAL-Pilot starts this once per rank (through mpirun/mpiexec/srun/flux). It
    system): every rank picks a free port on its host and publishes ``rank-<r>.json``
    (host, port, its CUDA devices); rank 0's port is the torch MASTER_PORT, all of them make
    TF_CONFIG; every rank waits for all the others with a timeout,
+   Rank 0 also writes the job's secret (``secret``, 0600) there before it publishes, and
+   every rank passes it to the command as DEEPRC_JOB_SECRET: the TCP communicator's ranks
+   authenticate with it, and it never appears on a command line,
 4. sets DEEPRC_* and the conventional variables, and runs the user's command with its
    stdout/stderr going to ``<run dir>/rank-<r>.out|.err``; it forwards signals to the command's
-   process group, kills what is left of it at the end, and records ``rank-<r>.exit``.
+   process group, kills what is left of it at the end, and records ``rank-<r>.exit``. While the
+   command runs it touches ``rank-<r>.alive`` every :data:`HEARTBEAT_S` seconds, so a client can
+   tell a rank that vanished without an exit record (its node or the pilot agent died).
 
 It imports no deep-learning framework and only the light parts of deeprc_core.
 """
@@ -23,6 +28,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -33,6 +39,8 @@ from pathlib import Path
 
 #: Exit code of a rank whose bootstrap failed before the user's command started.
 BOOTSTRAP_FAILED = 97
+#: Seconds between touches of ``rank-<r>.alive`` while the command runs.
+HEARTBEAT_S = 2.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -102,6 +110,20 @@ def publish(rdv: Path, rank: int, record: dict[str, object]) -> None:
     tmp = rdv / f".rank-{rank}.json.{os.getpid()}"
     tmp.write_text(json.dumps(record))
     os.replace(tmp, rdv / f"rank-{rank}.json")
+
+
+def write_job_secret(rdv: Path) -> None:
+    """Rank 0: a fresh secret for this job, readable by this user only (kept if it already exists)."""
+    path = rdv / "secret"
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+
+
+def read_job_secret(rdv: Path) -> str:
+    """The job's secret rank 0 wrote (it writes it before it publishes its address)."""
+    return (rdv / "secret").read_text().strip()
 
 
 def gather(rdv: Path, world: int, timeout: float) -> list[dict[str, object]]:
@@ -178,8 +200,11 @@ def run(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
         guess = derive_hosts(environ, world, read_launch_files(environ))
         host = ns.host or (guess[rank] if guess else socket.gethostname())
         port = free_port(ns.host or "")
+        if rank == 0:
+            write_job_secret(rdv)
         publish(rdv, rank, {"host": host, "port": port, "cuda": environ.get("CUDA_VISIBLE_DEVICES")})
         records = gather(rdv, world, ns.rendezvous_timeout)
+        job_secret = read_job_secret(rdv)
     except Exception as exc:  # noqa: BLE001 - reported in the rank's stderr, then the rank fails
         err.write(f"deeprc-launch bootstrap (rank {rank}): {exc}\n".encode())
         _write_exit(run_dir, rank, BOOTSTRAP_FAILED)
@@ -206,6 +231,7 @@ def run(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
             run_id=ns.run_id,
             log_dir=str(run_dir),
             comm_timeout=ns.comm_timeout,
+            job_secret=job_secret,
         )
     )
     env.update(user_env)
@@ -235,7 +261,13 @@ def _run_child(command: list[str], env: dict[str, str], out, err, run_dir: Path,
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, forward)
     launcher = _launcher_pid()
+    alive = run_dir / f"rank-{rank}.alive"
+    beat = 0.0
     while True:
+        if time.monotonic() - beat >= HEARTBEAT_S:
+            with contextlib.suppress(OSError):
+                alive.touch()
+            beat = time.monotonic()
         try:
             code = child.wait(timeout=0.5)
             break

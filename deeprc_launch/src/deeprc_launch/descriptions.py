@@ -192,6 +192,7 @@ def preview_rank_envs(job: JobSpec, pilot: PilotSpec) -> list[dict[str, str]]:
             else node_visible_devices(hosts, rank, job.gpus_per_rank, [None] * job.ranks),
             run_id=job.run_id,
             log_dir=job.run_dir,
+            job_secret="<generated per job by rank 0's bootstrap>",
         )
         env.update(job.env)
         envs.append({k: v.replace(":0", ":<port>") if k == "TF_CONFIG" else v for k, v in env.items()})

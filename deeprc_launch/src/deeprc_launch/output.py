@@ -41,6 +41,8 @@ class RunResult:
     failed: list[int] = field(default_factory=list)
     tails: dict[int, str] = field(default_factory=dict)
     task_stderr: str = ""
+    #: why the client ended the task itself (lost ranks), if it did
+    reason: str = ""
 
     @property
     def ok(self) -> bool:
@@ -56,6 +58,8 @@ class RunResult:
         if self.ok:
             return ""
         lines = [f"task {self.state.lower()}: exit code {self.exit_code}"]
+        if self.reason:
+            lines.append(self.reason)
         if self.failed:
             first = self.failed[0]
             host = self.exits[first].host if first in self.exits else ""
@@ -118,7 +122,9 @@ def failed_ranks(exits: dict[int, RankExit]) -> list[int]:
     return [e.rank for e in bad]
 
 
-def collect(run_dir: str, ranks: int, state: str, task_exit: int | None, task_stderr: str = "") -> RunResult:
+def collect(
+    run_dir: str, ranks: int, state: str, task_exit: int | None, task_stderr: str = "", reason: str = ""
+) -> RunResult:
     """Build the :class:`RunResult` of a finished task from its run folder and RP's verdict."""
     path = Path(run_dir)
     exits = read_exits(path)
@@ -132,7 +138,7 @@ def collect(run_dir: str, ranks: int, state: str, task_exit: int | None, task_st
         code = task_exit if task_exit not in (0, None) else 1
         failed = missing or failed
     tails = {r: read_tail(path / f"rank-{r}.err") for r in failed}
-    return RunResult(code, state, run_dir, ranks, exits, failed, tails, task_stderr)
+    return RunResult(code, state, run_dir, ranks, exits, failed, tails, task_stderr, reason)
 
 
 class Tailer:
@@ -164,6 +170,24 @@ class Tailer:
             self.stream.flush()
 
 
+#: Seconds without a heartbeat (``rank-<r>.alive``) and without an exit record after which a rank is lost.
+LOST_AFTER_S = 20.0
+
+
+def lost_ranks(run_dir: Path, ranks: int, now: float | None = None, after: float = LOST_AFTER_S) -> list[int]:
+    """Ranks whose bootstrap stopped beating without recording an exit (node or pilot agent died)."""
+    now = time.time() if now is None else now
+    lost = []
+    for r in range(ranks):
+        try:
+            beat = (run_dir / f"rank-{r}.alive").stat().st_mtime
+        except OSError:
+            continue  # not started yet
+        if now - beat > after and not (run_dir / f"rank-{r}.exit").exists():
+            lost.append(r)
+    return lost
+
+
 def follow(
     run_dir: str,
     ranks: int,
@@ -174,10 +198,14 @@ def follow(
     poll_s: float = 0.05,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    lost_after: float = LOST_AFTER_S,
 ) -> RunResult:
     """Stream rank 0's output while the task runs; on Ctrl-C cancel it; return its result.
 
-    ``get_state()`` returns ``(state, exit_code, stderr)`` with RP's state names.
+    ``get_state()`` returns ``(state, exit_code, stderr)`` with RP's state names. Ranks that
+    stop beating for ``lost_after`` seconds without an exit record (the pilot agent or their
+    node died, and RP may not notice for minutes) fail the task: it is cancelled and the
+    result names them.
     """
     path = Path(run_dir)
     tailers = []
@@ -187,6 +215,8 @@ def follow(
             Tailer(path / "rank-0.out", out or sys.stdout, pre),
             Tailer(path / "rank-0.err", err or sys.stderr, pre),
         ]
+    checked = time.monotonic()
+    reason = ""
     try:
         while True:
             state, code, stderr = get_state()
@@ -194,6 +224,31 @@ def follow(
                 t.poll()
             if state in ("DONE", "FAILED", "CANCELED"):
                 break
+            if time.monotonic() - checked > 1.0:
+                checked = time.monotonic()
+                lost = lost_ranks(path, ranks, after=lost_after)
+                exits = read_exits(path)
+                if not lost and len(exits) == ranks and time.time() - max(e.time for e in exits.values()) > lost_after:
+                    # Every rank is done, yet RP still says the task runs: its agent stopped reporting.
+                    with contextlib.suppress(Exception):
+                        cancel()
+                    bad = any(e.code != 0 for e in exits.values())
+                    state, code = ("FAILED", None) if bad else ("DONE", 0)
+                    reason = (
+                        f"every rank recorded its exit {lost_after:g}s ago but the pilot still reports the task "
+                        "running: the pilot agent died or hangs"
+                    )
+                    break
+                if lost:
+                    with contextlib.suppress(Exception):
+                        cancel()
+                    state, code = "FAILED", 1
+                    reason = (
+                        f"rank(s) {lost} stopped without recording an exit (no heartbeat in "
+                        f"{path}/rank-<r>.alive for {lost_after:g}s): the pilot agent or the node died; "
+                        "the task was cancelled"
+                    )
+                    break
             time.sleep(poll_s)
     except KeyboardInterrupt:
         cancel()
@@ -202,4 +257,4 @@ def follow(
         raise
     for t in tailers:
         t.poll(final=True)
-    return collect(run_dir, ranks, state, code, stderr)
+    return collect(run_dir, ranks, state, code, stderr, reason)

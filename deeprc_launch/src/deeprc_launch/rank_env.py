@@ -38,11 +38,13 @@ def build_rank_env(
     run_id: str,
     log_dir: str,
     comm_timeout: float | None = None,
+    job_secret: str | None = None,
 ) -> dict[str, str]:
     """Every variable the bootstrap sets for ``rank`` before it starts the user's command.
 
     ``worker_ports`` (one per rank, on that rank's host) is needed for TF_CONFIG; with None
     no TF_CONFIG is set. ``visible_devices`` None leaves CUDA_VISIBLE_DEVICES alone.
+    ``job_secret`` (the same on every rank of a job) authenticates the TCP communicator's ranks.
     """
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework must be one of {FRAMEWORKS}, not {framework!r}")
@@ -68,6 +70,8 @@ def build_rank_env(
         env[ev.COMM] = "mpi"
     if comm_timeout is not None:
         env[ev.COMM_TIMEOUT] = f"{comm_timeout:g}"
+    if job_secret is not None:
+        env[ev.JOB_SECRET] = job_secret
     if framework in ("auto", "torch"):
         env.update(
             RANK=str(rank),

@@ -4,8 +4,13 @@
 and pilot and listens on a Unix socket in ``~/.deeprc/service/`` (folder 0700, socket 0600, and
 every connection's peer uid is checked): no TCP port, no other user can submit. The protocol is
 one JSON object per line each way: ``status``, ``submit`` (a JobSpec), ``state``, ``cancel``,
-``down``. The service survives a client's Ctrl-C (the client cancels only its own task); it
-closes cleanly on ``down``, on SIGTERM, or one minute before its walltime ends.
+``down`` (checked by :mod:`deeprc_launch.service_protocol`: every request gets a reply, a
+malformed one an error naming the problem). The service survives a client's Ctrl-C (the
+client cancels only its own task); it closes cleanly on ``down``, on SIGTERM, or one minute
+before its walltime ends. One service per ``DEEPRC_HOME`` holds a lock for its whole life,
+stale files are recognised by that lock, and a pid is signalled only after it is verified
+(:mod:`deeprc_launch.service_guard`). Any start-up failure, or SIGTERM/Ctrl-C of ``up``
+while the pilot starts, closes the session and so releases the pilot.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from typing import Any
 from .descriptions import JobSpec, PilotSpec, task_description
 from .output import Tailer, follow, prepare_run_dir
 from .resources import LOCAL_RESOURCE, deeprc_home
+from .service_guard import lock_held, lock_path, process_start_time, remove_stale, signal_service, take_lock
+from .service_protocol import BadRequest, LineReader, job_from_request, parse_request
 
 
 def service_dir() -> Path:
@@ -61,17 +68,18 @@ def read_state() -> dict[str, Any]:
         return {}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # ---------------------------------------------------------------------------------- server
+#: Exit code of a ``serve`` that found another service holding this DEEPRC_HOME's lock.
+EXIT_ALREADY_RUNNING = 3
+
+
+class _Stop(BaseException):
+    """SIGTERM/SIGINT while the pilot is starting: abandon the start and release the pilot.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` inside RP swallows it.
+    """
+
+
 class PilotService:
     """The server: one PilotSession, tasks submitted over the socket."""
 
@@ -82,9 +90,11 @@ class PilotService:
         self.session = PilotSession(pilot, progress=self.log, keep_sandbox=keep_sandbox)
         self.tasks: dict[str, Any] = {}
         self.jobs: dict[str, JobSpec] = {}
+        self._lock = threading.Lock()  # guards tasks and jobs (handler threads and RP's)
         self.stop = threading.Event()
         self.started = time.time()
         self.sock: socket.socket | None = None
+        self._owns_files = False
 
     def log(self, msg: str) -> None:
         """One line in the service log (stdout is the log file)."""
@@ -94,6 +104,7 @@ class PilotService:
         """Publish the service's state for ``up``/``status``/clients."""
         data = {
             "pid": os.getpid(),
+            "pid_start": process_start_time(os.getpid()),
             "state": state,
             "resource": self.pilot_spec.resource,
             "socket": str(socket_path()),
@@ -101,138 +112,223 @@ class PilotService:
             "started": self.started,
             "walltime_min": self.pilot_spec.walltime,
         }
-        tmp = state_path().with_suffix(".tmp")
+        tmp = state_path().with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, state_path())
 
     def serve(self) -> int:
-        """Start the pilot, serve until down/walltime/SIGTERM, then close everything."""
-        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        """Take the lock, start the pilot, serve until down/walltime/SIGTERM, then close everything."""
+        lock = take_lock(service_dir())
+        if lock is None:
+            st = read_state()
+            self.log(f"another pilot service holds {lock_path(service_dir())} (pid {st.get('pid')}); not starting")
+            return EXIT_ALREADY_RUNNING
+        try:
+            return self._serve_locked()
+        finally:
+            lock.close()  # releases the lock: only now may another service start
+
+    def _serve_locked(self) -> int:
+        # We hold the lock, so whatever socket or state file is there is a dead service's.
+        removed = remove_stale([socket_path(), state_path()])
+        if removed:
+            self.log(f"removed stale {', '.join(str(p) for p in removed)}")
+        self._owns_files = True
+
+        def stop_starting(*_: object) -> None:
+            raise _Stop()
+
+        signal.signal(signal.SIGTERM, stop_starting)
+        signal.signal(signal.SIGINT, stop_starting)
         self.write_state("starting")
         try:
-            self.session.start()
-        except Exception as exc:  # noqa: BLE001 - reported to `up` through the state file
-            self.log(f"pilot failed: {exc}")
-            self.write_state("failed")
-            self.session.close()
+            self._bind()  # before the pilot: a socket that cannot exist fails fast, with no pilot to leak
+            try:
+                self.session.start()
+            except _Stop:
+                self.log("stopped while the pilot was starting")
+                return 1
+            except Exception as exc:  # noqa: BLE001 - reported to `up` through the log and state file
+                self.log(f"pilot failed: {exc}")
+                self.write_state("failed")
+                return 1
+            signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+            signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+            assert self.sock is not None
+            self.sock.listen(16)
+            self.sock.settimeout(0.5)
+            self.write_state("active")
+            self.log(f"pilot active; listening on {socket_path()}")
+            self._accept_loop()
+            return 0
+        except _Stop:
+            self.log("stopped")
             return 1
+        except Exception as exc:  # noqa: BLE001 - any start-up failure still releases the pilot below
+            self.log(f"service failed: {type(exc).__name__}: {exc}")
+            return 1
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the shutdown below must run to its end
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self.shutdown()
+
+    def _bind(self) -> None:
         path = socket_path()
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # the socket is created 0600: only this user may connect
         try:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.bind(str(path))
+            sock.bind(str(path))
+        except OSError as exc:
+            sock.close()
+            raise OSError(
+                f"cannot create the service socket {path} ({exc}); set DEEPRC_HOME to a shorter path"
+            ) from None
         finally:
             os.umask(old)
         os.chmod(path, 0o600)
-        self.sock.listen(16)
-        self.sock.settimeout(0.5)
-        self.write_state("active")
-        self.log(f"pilot active; listening on {path}")
+        self.sock = sock
+
+    def _accept_loop(self) -> None:
+        assert self.sock is not None
         # Leave a minute for a clean close before the pilot's walltime ends.
         deadline = self.started + max(60.0, self.pilot_spec.walltime * 60 - 60)
-        try:
-            while not self.stop.is_set() and time.time() < deadline and self.session.alive:
-                try:
-                    conn, _ = self.sock.accept()
-                except TimeoutError:
-                    continue
-                threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
-            if time.time() >= deadline:
-                self.log("walltime reached")
-            elif not self.session.alive and not self.stop.is_set():
-                self.log("pilot is gone")
-        finally:
-            self.shutdown()
-        return 0
+        while not self.stop.is_set() and time.time() < deadline and self.session.alive:
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+        if time.time() >= deadline:
+            self.log("walltime reached")
+        elif not self.session.alive and not self.stop.is_set():
+            self.log("pilot is gone")
+
+    def _live_uids(self, uids: list[str] | None = None) -> list[str]:
+        with self._lock:
+            items = [(u, self.tasks[u]) for u in (self.tasks if uids is None else uids) if u in self.tasks]
+        return [u for u, t in items if str(t.state) not in ("DONE", "FAILED", "CANCELED")]
 
     def shutdown(self) -> None:
-        """Cancel live tasks, close the session, remove the socket and state file."""
-        self.write_state("closing")
+        """Cancel live tasks, close the session, remove the socket and state file (ours only)."""
         self.log("closing")
+        if self._owns_files:
+            with contextlib.suppress(OSError):
+                self.write_state("closing")
         if self.sock is not None:
             self.sock.close()
-        with contextlib.suppress(FileNotFoundError):
-            socket_path().unlink()
-        live = [uid for uid, t in self.tasks.items() if str(t.state) not in ("DONE", "FAILED", "CANCELED")]
+        live = self._live_uids()
         with contextlib.suppress(Exception):
             self.session.cancel(live)
-        self.session.close()
-        with contextlib.suppress(FileNotFoundError):
-            state_path().unlink()
+        try:
+            self.session.close()
+        except Exception as exc:  # noqa: BLE001 - the files below must still go
+            self.log(f"closing the session failed: {exc}")
+        if self._owns_files:
+            remove_stale([socket_path(), state_path()])
         self.log("closed")
 
     def handle(self, conn: socket.socket) -> None:
-        """Serve one client connection (JSON lines); its unfinished tasks are cancelled when it drops."""
+        """Serve one client connection (JSON lines); its unfinished tasks are cancelled when it drops.
+
+        Every line gets one reply; a malformed one gets ``{"ok": false, "error": ...}`` naming the
+        problem, and any bytes at all leave the service serving.
+        """
         mine: list[str] = []
         try:
             creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
             _pid, uid, _gid = struct.unpack("3i", creds)
             if uid != os.getuid():
+                self.log(f"refused a connection from uid {uid}")
                 return
-            rfile = conn.makefile("r")
-            for line in rfile:
-                req = json.loads(line)
-                reply = self.dispatch(req, mine)
+            reader = LineReader(conn)
+            while True:
+                try:
+                    line = reader.readline()
+                except BadRequest as exc:
+                    conn.sendall((json.dumps({"ok": False, "error": str(exc)}) + "\n").encode())
+                    return  # the stream is out of step: end this connection, not the service
+                if line is None:
+                    return
+                reply, op = self.answer(line, mine)
                 conn.sendall((json.dumps(reply) + "\n").encode())
-                if req.get("op") == "down":
+                if op == "down" and reply.get("ok"):
                     self.stop.set()
                     return
-        except (OSError, ValueError):
+        except OSError:
             pass
         finally:
-            live = [u for u in mine if str(self.tasks[u].state) not in ("DONE", "FAILED", "CANCELED")]
+            live = self._live_uids(mine)
             if live and not self.stop.is_set():
                 self.log(f"client left: cancelling {live}")
                 with contextlib.suppress(Exception):
                     self.session.cancel(live)
             conn.close()
 
+    def answer(self, line: bytes, mine: list[str]) -> tuple[dict[str, Any], str | None]:
+        """The reply to one request line (never raises) and its op."""
+        try:
+            req = parse_request(line)
+        except BadRequest as exc:
+            return {"ok": False, "error": str(exc)}, None
+        try:
+            return self.dispatch(req, mine), req["op"]
+        except BadRequest as exc:
+            return {"ok": False, "error": str(exc)}, req["op"]
+        except Exception as exc:  # noqa: BLE001 - a failing request must not end the service
+            self.log(f"{req['op']} failed: {type(exc).__name__}: {exc}")
+            return {"ok": False, "error": f"{req['op']} failed: {type(exc).__name__}: {exc}"}, req["op"]
+
+    def _task(self, uid: str) -> Any:
+        with self._lock:
+            task = self.tasks.get(uid)
+        if task is None:
+            raise BadRequest(f"unknown task uid {uid!r}")
+        return task
+
     def dispatch(self, req: dict[str, Any], mine: list[str]) -> dict[str, Any]:
-        """Answer one request."""
-        op = req.get("op")
+        """Answer one checked request (see :func:`parse_request`)."""
+        op = req["op"]
         if op == "status":
+            with self._lock:
+                items = [(uid, t, self.jobs[uid]) for uid, t in self.tasks.items()]
             running = [
-                {
-                    "uid": uid,
-                    "name": self.jobs[uid].name,
-                    "ranks": self.jobs[uid].ranks,
-                    "state": str(t.state),
-                    "logs": self.jobs[uid].run_dir,
-                }
-                for uid, t in self.tasks.items()
+                {"uid": uid, "name": job.name, "ranks": job.ranks, "state": str(t.state), "logs": job.run_dir}
+                for uid, t, job in items
                 if str(t.state) not in ("DONE", "FAILED", "CANCELED")
             ]
+            pilot = self.session.pilot
             return {
                 "ok": True,
                 **read_state(),
                 "pilot": asdict(self.pilot_spec),
-                "pilot_state": str(self.session.pilot.state),
-                "tasks_total": len(self.tasks),
+                "pilot_state": str(pilot.state) if pilot is not None else "NONE",
+                "tasks_total": len(items),
                 "running": running,
             }
         if op == "submit":
-            job = JobSpec(**req["job"])
+            job = job_from_request(req["job"])
             Path(job.run_dir).mkdir(parents=True, exist_ok=True)
             task = self.session.submit([task_description(job, self.pilot_spec.resource)])[0]
-            self.tasks[task.uid], self.jobs[task.uid] = task, job
+            with self._lock:
+                self.tasks[task.uid], self.jobs[task.uid] = task, job
             mine.append(task.uid)
             self.log(f"{task.uid}: {' '.join(job.command)} on {job.ranks} rank(s); logs {job.run_dir}")
             return {"ok": True, "uid": task.uid}
         if op == "state":
-            t = self.tasks[req["uid"]]
+            t = self._task(req["uid"])
             return {"ok": True, "state": str(t.state), "exit_code": t.exit_code, "stderr": str(t.stderr or "")[-4000:]}
         if op == "cancel":
+            self._task(req["uid"])
             self.session.cancel([req["uid"]])
             return {"ok": True}
-        if op == "down":
-            return {"ok": True}
-        return {"ok": False, "error": f"unknown op {op!r}"}
+        return {"ok": True}  # down
 
 
 # ---------------------------------------------------------------------------------- client
+class ServiceError(RuntimeError):
+    """The service answered a request with an error (the message is the service's)."""
+
+
 class ServiceClient:
     """A connection to the running service."""
 
@@ -262,7 +358,10 @@ class ServiceClient:
             line = self._rfile.readline()
         if not line:
             raise ConnectionError("the pilot service closed the connection")
-        return json.loads(line)
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise ServiceError(f"the pilot service refused {op}: {reply.get('error')}")
+        return reply
 
     def close(self) -> None:
         """Close the connection."""
@@ -273,7 +372,12 @@ class ServiceClient:
         from .cli import EXIT_INTERRUPTED, report
 
         prepare_run_dir(job.run_dir)
-        uid = self.request("submit", job=asdict(job))["uid"]
+        try:
+            uid = self.request("submit", job=asdict(job))["uid"]
+        except (ServiceError, ConnectionError) as exc:
+            self.close()
+            print(f"deeprc-launch: {exc}", file=sys.stderr)
+            return 2
         rep(f"task {uid} submitted on {job.ranks} rank(s)")
         shown: set[str] = set()
 
@@ -299,17 +403,45 @@ class ServiceClient:
 
 
 # ---------------------------------------------------------------------------------- commands
+def _wait_active(proc: subprocess.Popen[bytes], deadline: float, tail: Tailer, quiet: bool) -> dict[str, Any] | None:
+    """Wait until a service (ours, or the one that won a race with it) is active; its state, or None."""
+    while time.monotonic() < deadline:
+        if not quiet:
+            tail.poll()
+        st = read_state()
+        if st.get("state") == "active" and lock_held(service_dir()):
+            return st
+        if proc.poll() not in (None, EXIT_ALREADY_RUNNING):
+            return None
+        if proc.poll() == EXIT_ALREADY_RUNNING and not lock_held(service_dir()):
+            return None  # the winner is gone too
+        time.sleep(0.2)
+    return None
+
+
+def _stop_starting(proc: subprocess.Popen[bytes], rep: Any) -> None:
+    """Stop a ``serve`` that is still starting its pilot, and wait until it released it."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=180)
+    except subprocess.TimeoutExpired:
+        rep(f"pilot service (pid {proc.pid}) did not stop within 180 s; killing it")
+        proc.kill()
+        proc.wait()
+
+
 def _up(argv: list[str]) -> int:
-    from .cli import Reporter, add_resource_options
+    from .cli import EXIT_INTERRUPTED, Reporter, add_resource_options
 
     p = argparse.ArgumentParser(prog="deeprc-launch up", description="start a pilot service that stays up")
     add_resource_options(p)
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the pilot")
     ns = p.parse_args(argv)
     rep = Reporter(-1 if ns.quiet else ns.verbose)
-    st = read_state()
-    if st and _pid_alive(int(st.get("pid", 0))):
-        rep(f"a pilot service is already {st.get('state')} (pid {st['pid']}, {st.get('resource')})")
+    if lock_held(service_dir()):
+        running = read_state()
+        rep(f"a pilot service is already {running.get('state')} (pid {running.get('pid')}, {running.get('resource')})")
         return 0
     cmd = [sys.executable, "-m", "deeprc_launch.service", "serve", *argv]
     log = log_path().open("ab")
@@ -317,31 +449,40 @@ def _up(argv: list[str]) -> int:
     rep(f"pilot service starting (pid {proc.pid}, resource {ns.resource or LOCAL_RESOURCE}); log {log_path()}")
     tail = Tailer(log_path(), sys.stderr, "  ")
     tail._pos = log.tell()
-    deadline = time.monotonic() + ns.timeout
-    while time.monotonic() < deadline:
-        if not ns.quiet:
-            tail.poll()
-        st = read_state()
-        if st.get("pid") == proc.pid and st.get("state") == "active":
-            rep(f"pilot service up: {st['socket']}")
-            return 0
-        if proc.poll() is not None:
-            tail.poll(final=True)
-            rep(f"pilot service failed to start (exit {proc.returncode}); see {log_path()}")
-            return 1
-        time.sleep(0.2)
-    proc.terminate()
-    rep("pilot service did not become active in time")
+    try:
+        st = _wait_active(proc, time.monotonic() + ns.timeout, tail, ns.quiet)
+    except KeyboardInterrupt:
+        rep(f"interrupted: stopping the pilot service that was starting (pid {proc.pid}) and its pilot")
+        _stop_starting(proc, rep)
+        return EXIT_INTERRUPTED
+    if st is not None:
+        if st.get("pid") != proc.pid:
+            rep(f"another pilot service started at the same time (pid {st.get('pid')}); using it")
+        rep(f"pilot service up: {st['socket']}")
+        return 0
+    if proc.poll() is None:
+        rep("pilot service did not become active in time; stopping it")
+        _stop_starting(proc, rep)
+        return 1
+    tail.poll(final=True)
+    rep(f"pilot service failed to start (exit {proc.returncode}); see {log_path()}")
     return 1
+
+
+def _forget_stale() -> None:
+    removed = remove_stale([socket_path(), state_path()])
+    if removed:
+        print(f"removed what a dead pilot service left behind: {', '.join(map(str, removed))}")
 
 
 def _status(_argv: list[str]) -> int:
     client = ServiceClient.connect()
     if client is None:
         st = read_state()
-        if st and _pid_alive(int(st.get("pid", 0))):
-            print(f"pilot service {st.get('state')} (pid {st['pid']}); log {st.get('log')}")
+        if lock_held(service_dir()):
+            print(f"pilot service {st.get('state', 'starting')} (pid {st.get('pid')}); log {st.get('log', log_path())}")
             return 0
+        _forget_stale()
         print("no pilot service running")
         return 1
     try:
@@ -362,26 +503,25 @@ def _status(_argv: list[str]) -> int:
 
 
 def _down(_argv: list[str]) -> int:
+    sdir = service_dir()
+    if not lock_held(sdir):
+        _forget_stale()
+        print("no pilot service running")
+        return 0
     st = read_state()
     client = ServiceClient.connect()
-    if client is None:
-        if st and _pid_alive(int(st.get("pid", 0))):
-            os.kill(int(st["pid"]), signal.SIGTERM)
-        else:
-            print("no pilot service running")
-            return 0
-    else:
-        with contextlib.suppress(ConnectionError, OSError):
+    if client is not None:
+        with contextlib.suppress(ConnectionError, OSError, ServiceError):
             client.request("down")
         client.close()
-    pid = int(st.get("pid", 0))
+    elif not signal_service(st.get("pid"), st.get("pid_start"), signal.SIGTERM):
+        print(f"the pilot service's state names pid {st.get('pid')}, which is not the service; not signalled")
+        return 1
     deadline = time.monotonic() + 120
-    while pid and _pid_alive(pid) and time.monotonic() < deadline:
+    while lock_held(sdir) and time.monotonic() < deadline:
         time.sleep(0.2)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-    if pid and _pid_alive(pid):
-        print(f"pilot service (pid {pid}) did not stop in time")
+    if lock_held(sdir):
+        print(f"pilot service (pid {st.get('pid')}) did not stop in time")
         return 1
     print("pilot service closed")
     return 0

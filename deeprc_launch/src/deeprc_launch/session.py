@@ -14,8 +14,11 @@ RP facts this module works around (radical.pilot 1.103):
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -27,6 +30,8 @@ from .descriptions import PilotSpec, pilot_description
 from .resources import LOCAL_MPI_ENV, deeprc_home, is_local, write_local_config
 
 Progress = Callable[[str], None]
+
+logger = logging.getLogger("deeprc_launch.session")
 
 #: Task states after which a task never changes again.
 FINAL_STATES = ("DONE", "FAILED", "CANCELED")
@@ -119,8 +124,10 @@ class PilotSession:
         for cb in list(self._task_callbacks):
             try:
                 cb(task, state)
-            except Exception:  # noqa: BLE001 - a callback must never break RP's thread
-                pass
+            except Exception:  # noqa: BLE001 - a callback must never break RP's thread, but must be seen
+                uid = getattr(task, "uid", "?")
+                logger.exception("task-state callback %r failed for %s -> %s", cb, uid, state)
+                self.progress(f"warning: a task-state callback failed for {uid} -> {state}: {sys.exc_info()[1]!r}")
 
     def on_task_state(self, callback: Callable[[Any, str], None]) -> None:
         """Call ``callback(task, state)`` on every task state change."""
@@ -168,8 +175,44 @@ class PilotSession:
         try:
             self.session.close(download=False, terminate=True)
         finally:
+            if is_local(self.spec.resource):
+                self._reap_local(sid)
             if not self.keep_sandbox:
                 self._remove_sandboxes(sid, sandbox)
+
+    def _reap_local(self, sid: str) -> None:
+        """End processes a local pilot left behind (an agent killed mid-task orphans its components).
+
+        Only processes of this user whose working folder is inside this session's folders.
+        """
+        roots = [
+            str(Path.home() / "radical.pilot.sandbox" / sid),
+            str(Path(os.environ.get("RADICAL_PILOT_BASE", os.getcwd())) / sid),
+        ]
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if any(cwd == r or cwd.startswith(r + "/") for r in roots):
+                found.append(int(entry.name))
+        if not found:
+            return
+        self.progress(f"ending {len(found)} process(es) the pilot left behind")
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in found:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 3.0
+            while (
+                sig == signal.SIGTERM
+                and time.monotonic() < deadline
+                and any(Path(f"/proc/{p}").exists() for p in found)
+            ):
+                time.sleep(0.1)
 
     def _remove_sandboxes(self, sid: str, pilot_sandbox: str | None) -> None:
         paths = [Path(os.environ.get("RADICAL_PILOT_BASE", os.getcwd())) / sid]

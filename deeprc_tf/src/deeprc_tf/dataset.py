@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 from deeprc_core.adapter import Source, resolve_source, warn_plan
-from deeprc_core.plan import EvenPolicy
+from deeprc_core.plan import EvenPolicy, positive_int
 from deeprc_core.views import TF_ALIGNMENT, aligned_empty, is_aligned
 from deeprc_core.windows import Window
 
@@ -352,6 +352,7 @@ def make_dataset(
             f"({type(strategy).__name__}) has {workers} worker(s) (wiring: {wiring.world_size} ranks). Create the "
             "strategy with deeprc_tf.strategy() first and pass it: make_dataset(..., strategy=strategy)"
         )
+    global_batch_size = positive_int(global_batch_size, "global_batch_size", "make_dataset")
     if global_batch_size < replicas or global_batch_size % replicas:
         raise ValueError(
             f"make_dataset: global_batch_size={global_batch_size} must be a positive multiple of the "

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 from deeprc_core.adapter import check_resumable, warn_plan
+from deeprc_core.plan import positive_int
 from deeprc_core.prediction import prediction_batches
 
 from deeprc_core import GlobalTable, TableBatches
@@ -111,8 +112,9 @@ class DataModuleLogic:
         super().__init__()
         if split is not None and (val is not None or test is not None):
             raise ValueError("give either split= or val=/test=, not both")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        batch_size = positive_int(batch_size, "batch_size", "DeepRCDataModule")
+        if eval_batch_size is not None:
+            eval_batch_size = positive_int(eval_batch_size, "eval_batch_size", "DeepRCDataModule")
         self.sources: dict[Split, Source | None] = {"train": source, "val": val, "test": test, "predict": predict}
         self.features, self.target = features, target
         self.batch_size = int(batch_size)

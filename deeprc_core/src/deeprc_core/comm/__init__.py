@@ -7,7 +7,8 @@
 2. a registered provider that says it is available (deeprc-torch registers one that
    rides on an initialised ``torch.distributed`` process group);
 3. MPI through mpi4py when the job was started by an MPI launcher and mpi4py imports;
-4. the built-in TCP communicator through rank 0 (port ``master_port + 1``);
+4. the built-in TCP communicator through rank 0 (port ``master_port + 1``; its ranks
+   authenticate with the job's secret, see :mod:`deeprc_core.comm.secret`);
 5. the local communicator for a single process.
 """
 
@@ -90,7 +91,14 @@ def _make(name: str, wiring: Wiring) -> Communicator:
                 "the TCP communicator needs MASTER_ADDR and MASTER_PORT (or DEEPRC_MASTER_ADDR/PORT); "
                 f"wiring from {wiring.source!r} has addr={wiring.master_addr!r} port={wiring.master_port!r}"
             )
-        return TCPCommunicator(wiring.rank, wiring.world_size, wiring.master_addr, wiring.master_port + TCP_PORT_OFFSET)
+        single_host = wiring.num_nodes == 1 and len(set(wiring.hosts or ())) <= 1
+        return TCPCommunicator(
+            wiring.rank,
+            wiring.world_size,
+            wiring.master_addr,
+            wiring.master_port + TCP_PORT_OFFSET,
+            single_host=single_host,
+        )
     if name in _providers:
         return _providers[name].factory(wiring)
     known = ["local", "mpi", "tcp", *sorted(_providers)]

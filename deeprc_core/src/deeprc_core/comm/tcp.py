@@ -5,66 +5,108 @@ DEEPRC_* equivalents), so jobs without mpi4py or torch.distributed (Keras jobs, 
 launcher's bootstrap) still get every collective. Rank 0 relays all traffic: fine for
 control messages and moderate exchanges, not a replacement for MPI at scale.
 
+Rank 0 listens only on the address the wiring names for it (loopback for a job on one
+host), and every connection proves it knows the job's secret (:mod:`.secret`) before
+rank 0 reads more than a fixed-size greeting from it (:mod:`.channel`); a stranger's
+connection is logged and dropped while the job goes on. Every later frame carries a MAC
+that is checked before its payload is unpickled.
+
 A peer that dies closes its socket; rank 0 notices, tells every other rank which rank
 was lost, and every rank raises :class:`CommError` — no rank waits forever.
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import logging
 import pickle
 import selectors
 import socket
-import struct
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CommError, CommTimeoutError
+from . import channel as ch
 from .base import BaseCommunicator, default_timeout, pickled
+from .secret import job_secret
 
-_HEADER = struct.Struct("!Q")
+logger = logging.getLogger("deeprc.comm.tcp")
+
 _FAIL = "__deeprc_fail__"
 #: Extra seconds a rank waits for rank 0's verdict beyond its own timeout.
 _GRACE = 2.0
+#: Seconds a new connection has to complete its greeting before rank 0 drops it.
+HANDSHAKE_TIMEOUT = 10.0
 
 
-def _send(sock: socket.socket, payload: bytes) -> None:
-    sock.sendall(_HEADER.pack(len(payload)))
-    sock.sendall(payload)
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytearray:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
-        if k == 0:
-            raise ConnectionError("peer closed the connection")
-        got += k
-    return buf
+def listen_address(host: str, port: int) -> tuple[socket.AddressFamily, Any]:
+    """The (family, sockaddr) rank 0 binds: ``host`` resolved, IPv4 first; never all interfaces."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise CommError(f"rank 0 cannot resolve its own address {host!r} (MASTER_ADDR) ({exc})") from None
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
 
 
-def _recv(sock: socket.socket) -> Any:
-    (n,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size))
-    return pickle.loads(_recv_exact(sock, n))
+@dataclass
+class _Greeting:
+    """A connection rank 0 accepted that has not yet proved it belongs to the job."""
+
+    addr: Any
+    nonce: bytes
+    buf: bytearray
+    deadline: float
 
 
 class TCPCommunicator(BaseCommunicator):
-    """Collectives relayed by rank 0 over one TCP connection per rank."""
+    """Collectives relayed by rank 0 over one authenticated TCP connection per rank.
+
+    ``secret`` defaults to :func:`~deeprc_core.comm.secret.job_secret` (DEEPRC_JOB_SECRET,
+    or a per-user key when ``single_host``); ``single_host`` defaults to whether ``host``
+    is a loopback address.
+    """
 
     kind = "tcp"
 
-    def __init__(self, rank: int, size: int, host: str, port: int, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        rank: int,
+        size: int,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        *,
+        secret: bytes | None = None,
+        single_host: bool | None = None,
+    ) -> None:
         self.timeout = default_timeout() if timeout is None else float(timeout)
         self._rank, self._size = int(rank), int(size)
-        self._peers: dict[int, socket.socket] = {}
+        self._peers: dict[int, ch.Channel] = {}
         self._server: socket.socket | None = None
-        self._root: socket.socket | None = None
+        self._root: ch.Channel | None = None
         self._seq = 0
         self._broken: str | None = None
+        #: connections rank 0 dropped because they failed the handshake
+        self.rejected = 0
         if self._size > 1:
-            self._connect(host, int(port))
+            local = is_loopback(host) if single_host is None else single_host
+            key = job_secret(local, int(port)) if secret is None else secret
+            self._connect(host, int(port), key)
 
     @property
     def rank(self) -> int:
@@ -76,47 +118,163 @@ class TCPCommunicator(BaseCommunicator):
         """Number of ranks."""
         return self._size
 
-    def _connect(self, host: str, port: int) -> None:
+    def _connect(self, host: str, port: int, secret: bytes) -> None:
         deadline = time.monotonic() + self.timeout
         if self._rank == 0:
-            srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            srv.bind(("", port))
-            srv.listen(self._size)
-            self._server = srv
-            while len(self._peers) < self._size - 1:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    missing = sorted(set(range(1, self._size)) - set(self._peers))
-                    raise CommTimeoutError(
-                        f"rank 0: ranks {missing} did not connect to port {port} within {self.timeout:g}s"
-                    )
-                srv.settimeout(remaining)
-                try:
-                    conn, _ = srv.accept()
-                except TimeoutError:
-                    continue
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                conn.settimeout(self.timeout)
-                peer = int(_recv(conn))
-                self._peers[peer] = conn
+            self._accept_ranks(host, port, secret, deadline)
         else:
-            last: Exception | None = None
-            while time.monotonic() < deadline:
-                try:
-                    sock = socket.create_connection((host, port), timeout=self.timeout)
-                    break
-                except OSError as exc:
-                    last = exc
-                    time.sleep(0.1)
-            else:
-                raise CommTimeoutError(
-                    f"rank {self._rank}: could not reach rank 0 at {host}:{port} within {self.timeout:g}s ({last})"
-                )
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(self.timeout)
-            _send(sock, pickled(self._rank))
-            self._root = sock
+            self._join(host, port, secret, deadline)
+
+    def _listen(self, host: str, port: int) -> socket.socket:
+        family, sockaddr = listen_address(host, port)
+        srv = socket.socket(family, socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            srv.bind(sockaddr)
+        except OSError as exc:
+            srv.close()
+            why = (
+                "it is not an address of this machine; set MASTER_ADDR to rank 0's host"
+                if exc.errno == errno.EADDRNOTAVAIL
+                else str(exc)
+            )
+            raise CommError(f"rank 0 cannot listen on {host}:{port} ({sockaddr[0]}): {why}") from None
+        srv.listen(max(16, self._size))
+        srv.setblocking(False)
+        return srv
+
+    def _accept_ranks(self, host: str, port: int, secret: bytes, deadline: float) -> None:
+        """Accept until every rank has authenticated; strangers are dropped without stalling the others."""
+        srv = self._server = self._listen(host, port)
+        greeting: dict[socket.socket, _Greeting] = {}
+        sel = selectors.DefaultSelector()
+        sel.register(srv, selectors.EVENT_READ, None)
+
+        def drop(conn: socket.socket, why: str) -> None:
+            g = greeting.pop(conn)
+            sel.unregister(conn)
+            conn.close()
+            self.rejected += 1
+            logger.warning("rank 0: dropped a connection from %s on port %d: %s", g.addr, port, why)
+
+        try:
+            while len(self._peers) < self._size - 1:
+                now = time.monotonic()
+                if now >= deadline:
+                    missing = sorted(set(range(1, self._size)) - set(self._peers))
+                    extra = f"; {self.rejected} connection(s) failed authentication" if self.rejected else ""
+                    raise CommTimeoutError(
+                        f"rank 0: ranks {missing} did not connect to port {port} within {self.timeout:g}s{extra}"
+                    )
+                for conn, g in list(greeting.items()):
+                    if now > g.deadline:
+                        drop(conn, f"no valid greeting within {HANDSHAKE_TIMEOUT:g}s")
+                wake = min([deadline, *(g.deadline for g in greeting.values())])
+                for key, _ in sel.select(timeout=max(0.01, min(wake - now, 1.0))):
+                    if key.data is None:
+                        self._greet(srv, sel, greeting)
+                    elif key.fileobj in greeting:
+                        conn = key.data
+                        joined = self._read_greeting(conn, greeting[conn], secret, drop)
+                        if joined is not None:
+                            del greeting[conn]
+                            sel.unregister(conn)
+                            self._welcome(conn, *joined)
+        finally:
+            for conn in greeting:
+                conn.close()
+            sel.close()
+            srv.close()  # every rank is in (or we failed): later connections are refused
+            self._server = None
+
+    def _greet(self, srv: socket.socket, sel: selectors.BaseSelector, greeting: dict[socket.socket, _Greeting]) -> None:
+        try:
+            conn, addr = srv.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        nonce, msg = ch.challenge()
+        try:
+            conn.setblocking(False)
+            conn.send(msg)  # a few dozen bytes: fits any fresh socket buffer
+        except OSError:
+            conn.close()
+            return
+        greeting[conn] = _Greeting(addr, nonce, bytearray(), time.monotonic() + HANDSHAKE_TIMEOUT)
+        sel.register(conn, selectors.EVENT_READ, conn)
+
+    def _read_greeting(
+        self, conn: socket.socket, g: _Greeting, secret: bytes, drop: Any
+    ) -> tuple[int, bytes, bytes] | None:
+        """Read what has arrived of a greeting; (rank, welcome, key) once it is complete and valid."""
+        try:
+            chunk = conn.recv(ch.HELLO_SIZE - len(g.buf))
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError as exc:
+            drop(conn, f"connection error ({exc})")
+            return None
+        if not chunk:
+            drop(conn, "closed before completing the greeting")
+            return None
+        g.buf += chunk
+        if len(g.buf) < ch.HELLO_SIZE:
+            return None
+        try:
+            peer, welcome, key = ch.check_hello(secret, g.nonce, bytes(g.buf), self._size)
+        except ch.AuthError as exc:
+            drop(conn, str(exc))
+            return None
+        if peer in self._peers:
+            drop(conn, f"authenticated as rank {peer}, which is already connected")
+            return None
+        return peer, welcome, key
+
+    def _welcome(self, conn: socket.socket, peer: int, welcome: bytes, key: bytes) -> None:
+        try:
+            conn.setblocking(True)
+            conn.settimeout(self.timeout)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.sendall(welcome)
+        except OSError as exc:
+            conn.close()
+            logger.warning("rank 0: rank %d left during its greeting (%s)", peer, exc)
+            return
+        self._peers[peer] = ch.Channel(conn, key, ch.FROM_ROOT, ch.TO_ROOT)
+
+    def _join(self, host: str, port: int, secret: bytes, deadline: float) -> None:
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                sock = socket.create_connection((host, port), timeout=self.timeout)
+                break
+            except OSError as exc:
+                last = exc
+                time.sleep(0.1)
+        else:
+            raise CommTimeoutError(
+                f"rank {self._rank}: could not reach rank 0 at {host}:{port} within {self.timeout:g}s ({last})"
+            )
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        where = f"rank {self._rank}: rank 0 at {host}:{port}"
+        try:
+            msg, transcript = ch.hello(secret, bytes(ch.recv_exact(sock, ch.CHALLENGE_SIZE)), self._rank)
+            sock.sendall(msg)
+            key = ch.check_welcome(secret, transcript, bytes(ch.recv_exact(sock, 32)))
+        except ch.AuthError as exc:
+            sock.close()
+            raise CommError(f"{where} failed authentication: {exc}") from None
+        except TimeoutError:
+            sock.close()
+            raise CommTimeoutError(f"{where} did not complete the greeting within {self.timeout:g}s") from None
+        except OSError as exc:
+            sock.close()
+            raise CommError(
+                f"{where} closed the connection during authentication ({exc}): do all ranks share the same "
+                "DEEPRC_JOB_SECRET (or, on one host, the same user and MASTER_PORT)?"
+            ) from None
+        sock.settimeout(self.timeout)
+        self._root = ch.Channel(sock, key, ch.TO_ROOT, ch.FROM_ROOT)
 
     def _exchange(self, contribution: Any, route: Any) -> Any:
         """One collective step: everyone sends to rank 0; rank 0 routes and replies.
@@ -141,16 +299,16 @@ class TCPCommunicator(BaseCommunicator):
     def _exchange_leaf(self, contribution: Any) -> Any:
         assert self._root is not None
         try:
-            _send(self._root, pickled((self._seq, contribution)))
+            self._root.send(pickled((self._seq, contribution)))
             # Rank 0 gives its verdict within its own timeout; wait a little longer so that a
             # peer's timeout reaches us as rank 0's message rather than as our own guess.
             self._root.settimeout(self.timeout + _GRACE)
-            reply = _recv(self._root)
+            reply = pickle.loads(self._root.recv())
         except TimeoutError:
             raise CommTimeoutError(
                 f"rank {self._rank}: collective #{self._seq} got no answer from rank 0 within {self.timeout:g}s"
             ) from None
-        except (ConnectionError, OSError, EOFError) as exc:
+        except (ConnectionError, OSError, EOFError, ch.AuthError) as exc:
             verdict = self._pending_verdict()
             if verdict is None:
                 raise CommError(f"rank {self._rank}: lost rank 0 during collective #{self._seq} ({exc})") from None
@@ -165,8 +323,8 @@ class TCPCommunicator(BaseCommunicator):
         assert self._root is not None
         try:
             self._root.settimeout(0.5)
-            reply = _recv(self._root)
-        except (OSError, EOFError, pickle.UnpicklingError):
+            reply = pickle.loads(self._root.recv())
+        except (OSError, EOFError, pickle.UnpicklingError, ch.AuthError):
             return None
         return reply if isinstance(reply, tuple) and len(reply) == 3 and reply[0] == _FAIL else None
 
@@ -176,8 +334,8 @@ class TCPCommunicator(BaseCommunicator):
         deadline = time.monotonic() + self.timeout
         # Wait on all peers at once: a dead peer is noticed at once even while another is slow.
         with selectors.DefaultSelector() as sel:
-            for sock, peer in pending.items():
-                sel.register(sock, selectors.EVENT_READ, peer)
+            for chan, peer in pending.items():
+                sel.register(chan, selectors.EVENT_READ, peer)
             while pending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -187,12 +345,13 @@ class TCPCommunicator(BaseCommunicator):
                     raise CommTimeoutError(f"rank 0: {msg}")
                 for key, _ in sel.select(timeout=min(remaining, 1.0)):
                     peer = key.data
+                    chan = self._peers[peer]
                     try:
-                        key.fileobj.settimeout(max(deadline - time.monotonic(), 0.01))  # type: ignore[union-attr]
-                        seq, value = _recv(key.fileobj)  # type: ignore[arg-type]
+                        chan.settimeout(max(deadline - time.monotonic(), 0.01))
+                        seq, value = pickle.loads(chan.recv())
                     except TimeoutError:
                         continue  # a partial message: the deadline check above decides
-                    except (ConnectionError, OSError, EOFError, pickle.UnpicklingError) as exc:
+                    except (ConnectionError, OSError, EOFError, pickle.UnpicklingError, ch.AuthError) as exc:
                         msg = f"rank {peer} failed or exited during collective #{self._seq}"
                         self._fail_all(msg, "error")
                         raise CommError(f"rank 0: {msg} ({exc})") from None
@@ -204,13 +363,13 @@ class TCPCommunicator(BaseCommunicator):
                         self._fail_all(msg, "error")
                         raise CommError(msg)
                     contributions[peer] = value
-                    sel.unregister(key.fileobj)
-                    del pending[key.fileobj]  # type: ignore[arg-type]
+                    sel.unregister(chan)
+                    del pending[chan]
         replies = route(contributions)
         for peer in range(1, self._size):
             try:
                 self._peers[peer].settimeout(self.timeout)
-                _send(self._peers[peer], pickled(replies[peer]))
+                self._peers[peer].send(pickled(replies[peer]))
             except OSError as exc:
                 self._fail_all(f"rank {peer} disconnected after collective #{self._seq}", "error")
                 raise CommError(f"rank 0: could not answer rank {peer} ({exc})") from None
@@ -218,10 +377,10 @@ class TCPCommunicator(BaseCommunicator):
 
     def _fail_all(self, message: str, kind: str) -> None:
         """Tell every peer that this collective failed (``kind``: "timeout" or "error")."""
-        for sock in self._peers.values():
+        for chan in self._peers.values():
             try:
-                sock.settimeout(1.0)
-                _send(sock, pickled((_FAIL, kind, message)))
+                chan.settimeout(1.0)
+                chan.send(pickled((_FAIL, kind, message)))
             except OSError:
                 pass
 

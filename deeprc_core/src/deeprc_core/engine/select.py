@@ -70,10 +70,14 @@ def missing_columns(schema: pa.Schema, columns: Sequence[str], what: str, side: 
 
 
 def validate_everywhere(comm: Communicator, what: str, check: Callable[[], None]) -> None:
-    """Run the local ``check``; if it fails on any rank, raise on every rank (never hang)."""
+    """Run the local ``check``; if it fails on any rank, raise on every rank (never hang).
+
+    Any exception counts (pyarrow's ArrowNotImplementedError, say, is a NotImplementedError):
+    a rank that raised alone would leave the others waiting in the next collective.
+    """
     err: BaseException | None = None
     try:
         check()
-    except (SchemaError, ValueError, TypeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 - every kind must reach the other ranks
         err = exc
     agree(comm, err, what)

@@ -1,0 +1,139 @@
+"""Write the fault table of docs/reliability.md from tests/faults/results/faults.json.
+
+``python -m tests.faults.report`` after ``pytest tests/faults`` (the table sits between the
+``faults-table`` markers; the rest of the page is prose).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DOC = HERE.parents[1] / "docs" / "reliability.md"
+START, END = "<!-- faults-table: python -m tests.faults.report -->", "<!-- /faults-table -->"
+
+
+def _g(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """One (fault, detection, lost, test) row per recorded case."""
+    out = []
+    if a := d.get("a_tcp_stranger"):
+        ms = [v * 1000 for v in a["detection_s"].values()]
+        out.append(
+            (
+                "(a) strangers on rank 0's TCP port during set-up: garbage, a pickle that creates a file (raw and in the "
+                "old 8-byte framing), a forged greeting, a silent connection, an 8 EiB length header",
+                f"dropped after {_g(min(ms))}–{_g(max(ms))} ms; the silent and huge ones never stall the job "
+                "(closed when set-up ends, at most 10 s each)",
+                f"nothing: {a['rejected']} connections rejected and logged, no file created, the job completed "
+                f"({a['wall_s']} s)",
+                "`tests/faults/test_tcp_stranger.py`",
+            )
+        )
+    if b := d.get("b_service_fuzz"):
+        out.append(
+            (
+                f"(b) {b['messages']} fuzzed messages to the pilot service's socket",
+                f"every line answered with an error naming it ({b['error_replies']} replies in {b['fuzz_s']} s; "
+                f"{b['messages'] - b['replies']} truncated ones just closed)",
+                f"nothing: `status` then says {b['status_after']} and a 2-rank launch runs ({b['launch_after_s']} s)",
+                "`tests/faults/test_service_fuzz.py`",
+            )
+        )
+    for key, name in (("torchrun", "torchrun"), ("mpirun", "mpirun"), ("deeprc_launch", "deeprc-launch (service)")):
+        if c := d.get(f"c_sigkill_{key}"):
+            out.append(
+                (
+                    f"(c) SIGKILL of rank 1 of 2 mid-epoch (DDP/gloo over a Deep RC loader) under {name}",
+                    f"every rank gone {_g(c['detection_s'])} s after the kill (bound {c['bound_s']:g} s); launcher "
+                    f"exited after {_g(c['launcher_exit_s'])} s",
+                    f"nothing; the report names the rank ({c['names_rank'].split(': ', 1)[1]})",
+                    "`tests/faults/test_rank_kill.py`",
+                )
+            )
+    if x := d.get("d_sigkill_pilot_agent"):
+        out.append(
+            (
+                "(d) SIGKILL of the RP agent of the client's own local pilot while a 2-rank task runs",
+                f"client exits {_g(x['detection_s'])} s after the kill with exit {x['client_exit_code']}, saying the "
+                "pilot agent died (the ranks end with their launcher; RP gets 20 s to report it, then the client "
+                "cancels and closes the session)",
+                "nothing: no rank, agent component or bridge left running",
+                "`tests/faults/test_pilot_faults.py`",
+            )
+        )
+    for key, what, lost in (
+        ("e_ctrl_c_deeprc_launch_pilot_start", "`deeprc-launch --no-service`", "no pilot process left"),
+        ("e_ctrl_c_up_pilot_start", "`deeprc-launch up`", "no service, pilot, socket or state file left"),
+    ):
+        if e := d.get(key):
+            out.append(
+                (
+                    f"(e) Ctrl-C of {what} while its pilot starts",
+                    f"exit 130 after {_g(e['detection_s'])} s, the pilot released first",
+                    f"nothing: {lost}",
+                    "`tests/faults/test_pilot_faults.py`",
+                )
+            )
+    if c := d.get("e_concurrent_ups"):
+        out.append(
+            (
+                "(e) two `deeprc-launch up` at the same moment on one DEEPRC_HOME (the race that orphaned a pilot)",
+                f"both returned 0 after {_g(c['detection_s'])} s with one service; the second `serve` saw the lock "
+                "and started no pilot",
+                f"nothing: {c['pilots_started']} pilot started, `down` left no process",
+                "`tests/faults/test_pilot_faults.py`",
+            )
+        )
+    for ad in ("torch", "tf"):
+        if f := d.get(f"f_bad_inputs_{ad}"):
+            slow = max(v.get("slowest_rank_s", 0) for v in f["cases"].values())
+            out.append(
+                (
+                    f"(f) bad inputs through deeprc_{ad} on 2 ranks: nulls in a feature (one rank only), "
+                    'string/bool/timestamp columns, a partition empty on one rank, batch_size 0/"8"/2.7, a window longer '
+                    "than a partition",
+                    f"a clear error on both ranks within {_g(slow * 1000)} ms (bound {f['bound_s']:g} s), naming the "
+                    "column, parameter or rank",
+                    "nothing; misaligned and memory-mapped buffers give the right values",
+                    "`tests/faults/test_bad_inputs.py`",
+                )
+            )
+    for op in ("join", "groupby"):
+        if g := d.get(f"g_interrupted_{op}"):
+            out.append(
+                (
+                    f"(g) a {op} interrupted by rank 1 dying inside its first exchange",
+                    f"rank 0 raised `CommError` naming rank 1 {_g(g['detection_s'])} s after the death",
+                    "nothing: both Parquet inputs byte-identical (sha256, mtime), no file written",
+                    "`tests/faults/test_interrupted_ops.py`",
+                )
+            )
+    return out
+
+
+def table(d: dict[str, Any]) -> str:
+    """The markdown table."""
+    lines = ["| fault | detection (measured) | lost | test |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {t} |" for a, b, c, t in rows(d)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Rewrite the table in docs/reliability.md."""
+    d = json.loads((HERE / "results" / "faults.json").read_text())
+    text = DOC.read_text()
+    block = f"{START}\n{table(d)}\n{END}"
+    new = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _m: block, text, flags=re.S)
+    DOC.write_text(new)
+    print(f"wrote {len(rows(d))} rows to {DOC}")
+
+
+if __name__ == "__main__":
+    main()
