@@ -167,6 +167,31 @@ class Log:
         say(f"{what}: done in {time.monotonic() - t0:.0f} s")
 
 
+#: What the C++ build needs from the system: (how to detect it, Debian package).
+SYSTEM_NEEDS = [
+    (lambda: Path("/usr/include/glog/logging.h").exists(), "libgoogle-glog-dev"),
+    (lambda: shutil.which("cmake") is not None, "cmake"),
+    (lambda: shutil.which("c++") is not None, "g++"),
+    (lambda: shutil.which("make") is not None, "make"),
+    (lambda: shutil.which("mpicc") is not None, "libopenmpi-dev"),
+    (lambda: shutil.which("mpirun") is not None, "openmpi-bin"),
+]
+
+
+def need_system() -> None:
+    """Install the missing Debian packages the build needs (as root), or say which to install."""
+    missing = [pkg for present, pkg in SYSTEM_NEEDS if not present()]
+    if not missing:
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        sys.exit(f"missing system packages: {' '.join(missing)}; install them first (e.g. apt-get install -y ...)")
+    say(f"installing system packages: {' '.join(missing)} (apt-get)")
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600"]
+    subprocess.run([*apt, "update", "-qq"], check=True, stdout=subprocess.DEVNULL)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run([*apt, "install", "-y", "-qq", *missing], check=True, stdout=subprocess.DEVNULL, env=env)
+
+
 def build(env_dir: Path, tarball: Path, jobs: int) -> None:
     """Unpack, patch, build the C++ core and pycylon into `env_dir`, then smoke-test on 2 ranks."""
     if env_dir.exists():
@@ -269,6 +294,7 @@ def main() -> int:
             fcntl.flock(lock, fcntl.LOCK_EX)
             ready = (env_dir / "recipe").is_file() and (env_dir / "recipe").read_text() == RECIPE
             if not ready:
+                need_system()
                 build(env_dir, tarball, args.jobs)
     say(f"pycylon ready in {env_dir} (source {tarball.name})")
     say(f"use it:  source {env_dir / 'env.sh'}  then run mpirun -n 2 python your_script.py")
