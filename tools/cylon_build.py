@@ -194,18 +194,24 @@ def need_system() -> None:
 
 def build(env_dir: Path, tarball: Path, jobs: int) -> None:
     """Unpack, patch, build the C++ core and pycylon into `env_dir`, then smoke-test on 2 ranks."""
-    if env_dir.exists():
-        shutil.rmtree(env_dir)
     work = env_dir / "build"
     prefix = env_dir / "install"
     venv = env_dir / "venv"
+    unpacked = work / f"unpacked-recipe-{RECIPE}"
+    if not unpacked.exists() and env_dir.exists():  # a partial build by another recipe: start afresh
+        shutil.rmtree(env_dir)
     log = Log(env_dir / "build.log")
-    say(f"building Cylon {COMMIT[:7]} into {env_dir} (12-25 min on 2 cores); log: {log.path}")
-    work.mkdir(parents=True)
-    with tarfile.open(tarball) as tar:
-        tar.extractall(work)
-    (src,) = [p for p in work.iterdir() if p.is_dir()]
-    patch_source(src)
+    say(f"building Cylon {COMMIT[:7]} into {env_dir} (12-25 min on 2 idle cores); log: {log.path}")
+    if unpacked.exists():
+        say("resuming an interrupted build (the compiled objects are reused)")
+    else:
+        work.mkdir(parents=True)
+        with tarfile.open(tarball) as tar:
+            tar.extractall(work)
+        (src_dir,) = [p for p in work.iterdir() if p.is_dir()]
+        patch_source(src_dir)
+        unpacked.write_text(src_dir.name)
+    src = work / unpacked.read_text()
     py = str(venv / "bin" / "python")
     log.run("creating the venv (compat stack + build tools)", [sys.executable, "-m", "venv", str(venv)])
     pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
@@ -218,7 +224,7 @@ def build(env_dir: Path, tarball: Path, jobs: int) -> None:
         os.environ, LD_LIBRARY_PATH=f"{pa_dir}:{prefix / 'lib'}", PATH=f"{venv / 'bin'}:{os.environ['PATH']}"
     )
     cpp_build = work / "cpp-build"
-    cpp_build.mkdir()
+    cpp_build.mkdir(exist_ok=True)
     log.run(
         "configuring the C++ core (cmake)",
         [
