@@ -27,6 +27,7 @@ from .cylon_types import from_carriers, to_carriers, unsupported_columns
 from .dedupe import arrow_drop_duplicates_local, free_name, with_row_ids
 from .groupby import AggSpec, arrow_groupby_schema
 from .join import JoinPlan
+from .samplesort import OVERSAMPLE
 
 logger = logging.getLogger("deeprc.engine")
 
@@ -125,27 +126,29 @@ class Preflight:
     """Facts every rank agrees on before calling Cylon: per-input global rows and unsafe keys."""
 
     rows: tuple[tuple[int, ...], ...]  # rows[i][r]: rows of input i on rank r
-    bad_keys: int  # null or NaN key values, all inputs and ranks together
+    bad_keys: int  # unsafe key values (null, NaN, -0.0), all inputs and ranks together
 
     def empty_somewhere(self) -> bool:
         """Whether some input is empty on some rank (Cylon mishandles empty partitions)."""
         return any(n == 0 for per_rank in self.rows for n in per_rank)
 
 
-def _bad_key_count(table: pa.Table, keys: Sequence[str]) -> int:
-    """Null values plus float NaNs in the key columns (Cylon's null/NaN semantics are not Arrow's)."""
+def _bad_key_count(table: pa.Table, keys: Sequence[str], nulls: bool) -> int:
+    """Key values whose Cylon semantics are not Arrow's: NaN and -0.0 (hashed by their bits), and nulls if ``nulls``."""
     n = 0
     for k in keys:
         col = table.column(k)
-        n += col.null_count
-        if pa.types.is_floating(col.type) and col.num_chunks:
-            n += int(pc.sum(pc.is_nan(col)).as_py() or 0)
+        if nulls:
+            n += col.null_count
+        if pa.types.is_floating(col.type) and col.num_chunks and len(col):
+            odd = pc.or_(pc.is_nan(col), pc.and_(pc.equal(col, 0.0), pc.less(pc.divide(1.0, col), 0.0)))
+            n += int(pc.sum(odd.cast(pa.int64())).as_py() or 0)
     return n
 
 
-def preflight(comm: Communicator, inputs: Sequence[tuple[pa.Table, Sequence[str]]]) -> Preflight:
-    """One allgather of every input's row count and its null/NaN key count (collective)."""
-    mine = [(t.num_rows, _bad_key_count(t, keys)) for t, keys in inputs]
+def preflight(comm: Communicator, inputs: Sequence[tuple[pa.Table, Sequence[str]]], nulls: bool = True) -> Preflight:
+    """One allgather of every input's row count and its unsafe key count (see :func:`_bad_key_count`)."""
+    mine = [(t.num_rows, _bad_key_count(t, keys, nulls)) for t, keys in inputs]
     everyone = comm.allgather(mine)
     rows = tuple(tuple(per_rank[i][0] for per_rank in everyone) for i in range(len(inputs)))
     return Preflight(rows, sum(bad for per_rank in everyone for _, bad in per_rank))
@@ -206,7 +209,10 @@ def cylon_join(left: pa.Table, right: pa.Table, plan: JoinPlan, comm: Communicat
     """Distributed join through ``DataFrame.merge(..., env=env)``; None to fall back (collective)."""
     pre = preflight(comm, [(left, plan.left_on), (right, plan.right_on)])
     if not screen(
-        "join", pre, [left.schema, right.schema], "null or NaN keys (Cylon matches them; in Arrow nulls never match)"
+        "join",
+        pre,
+        [left.schema, right.schema],
+        "null, NaN or -0.0 keys (Cylon matches nulls; in Arrow nulls never match)",
     ):
         return None
     lt, rt = to_carriers(left), to_carriers(right)
@@ -239,7 +245,7 @@ def cylon_sort(
     a run of equal keys (balanced), as the Arrow engine promises.
     """
     pre = preflight(comm, [(table, by)])
-    if not screen("sort", pre, [table.schema], "null or NaN keys (Cylon's placement of them is not Arrow's)"):
+    if not screen("sort", pre, [table.schema], "null, NaN or -0.0 keys (Cylon's placement of them is not Arrow's)"):
         return None
     rid = free_name(table.column_names, "__deeprc_row")
     prepared = with_row_ids(to_carriers(table), row_offset, rid)
@@ -247,7 +253,9 @@ def cylon_sort(
 
     def call() -> pa.Table:
         env = cylon_env(comm)
-        out = _frame(prepared, env).sort_values(by=[*by, rid], ascending=[*flags, True], env=env)
+        frame = _frame(prepared, env)
+        # regular sampling with the Arrow engine's oversampling (Cylon's default takes 2 samples per rank)
+        out = frame.sort_values(by=[*by, rid], ascending=[*flags, True], env=env, num_samples=OVERSAMPLE)
         return rename_positionally(out.to_arrow(), prepared.column_names)
 
     return from_carriers(drop_column(guarded("sort", comm, call), rid), table.schema)
@@ -283,7 +291,7 @@ def cylon_groupby(table: pa.Table, by: Sequence[str], aggs: Sequence[AggSpec], c
         return None
     pre = preflight(comm, [(table, by)])
     keys = table.select(list(by))
-    if not screen("groupby", pre, [keys.schema], "null or NaN keys (Cylon drops them; Deep RC keeps a null group)"):
+    if not screen("groupby", pre, [keys.schema], "null, NaN or -0.0 keys (Cylon's grouping of them is not Arrow's)"):
         return None
     # One input column per (column, input type); several aggregations may share it.
     inputs: dict[tuple[str, str], str] = {}
@@ -340,8 +348,8 @@ def cylon_drop_duplicates(
     carry their global row number through it, and each rank keeps the smallest number per
     key, in global row order (the Arrow engine's contract). Nulls equal each other.
     """
-    pre = preflight(comm, [(table, [])])
-    if not screen("drop_duplicates", pre, [table.schema], ""):
+    pre = preflight(comm, [(table, subset)], nulls=False)  # Cylon's hash puts equal nulls together
+    if not screen("drop_duplicates", pre, [table.schema], "NaN or -0.0 keys (Cylon hashes float bits)"):
         return None
     rid = free_name(table.column_names, "__deeprc_row")
     shuffled = _shuffle_call("drop_duplicates", with_row_ids(to_carriers(table), row_offset, rid), subset, comm)
@@ -350,7 +358,7 @@ def cylon_drop_duplicates(
 
 def cylon_shuffle(table: pa.Table, on: Sequence[str], comm: Communicator) -> pa.Table | None:
     """Hash shuffle through ``pycylon.Table.shuffle`` (Cylon's hash, not Deep RC's); None to fall back."""
-    pre = preflight(comm, [(table, [])])
-    if not screen("shuffle", pre, [table.schema], ""):
+    pre = preflight(comm, [(table, on)], nulls=False)
+    if not screen("shuffle", pre, [table.schema], "NaN or -0.0 keys (Cylon hashes float bits)"):
         return None
     return from_carriers(_shuffle_call("shuffle", to_carriers(table), on, comm), table.schema)
