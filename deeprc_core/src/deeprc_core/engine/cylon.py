@@ -262,13 +262,16 @@ def cylon_sort(
 
 
 # ---------------------------------------------------------------- groupby
-#: Deep RC aggregation -> (pycylon aggregation key, type the column is cast to first, or None).
-#: mean is taken over a float64 copy like the Arrow engine; sums over the Arrow engine's
-#: 64-bit result type so narrow integer columns cannot overflow on Cylon alone.
+#: Deep RC aggregation -> pycylon's name for it (``std`` is left to the Arrow engine).
 CYLON_AGGS: dict[str, str] = {"sum": "sum", "min": "min", "max": "max", "count": "cnt", "mean": "mean"}
 
 
 def _agg_input_type(func: str, t: pa.DataType) -> pa.DataType:
+    """The type a column of type ``t`` is cast to before Cylon aggregates it with ``func``.
+
+    mean runs over a float64 copy like the Arrow engine; sum over the Arrow engine's
+    64-bit result type, so narrow integer columns cannot overflow on Cylon alone.
+    """
     if func == "mean":
         return pa.float64()
     if func == "sum":
