@@ -343,6 +343,7 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="only measure the join's memory (for every --rows)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every engine (timed runs alternate)")
     ap.add_argument("--no-cylon", action="store_true", help="skip the Cylon columns even where pycylon is built")
+    ap.add_argument("--out", default="engine", help="results file stem under bench/results/ (default: engine)")
     ap.add_argument("--engine", default="arrow", help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -420,17 +421,17 @@ def main() -> None:
         if r["peak_rss_over_input"] is not None:
             print(f"peak RSS growth during join, {r['label']}: {r['peak_rss_over_input']:.2f}x the rank's input bytes")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "engine.json").write_text(
+    (RESULTS / f"{args.out}.json").write_text(
         json.dumps(
             {"cores": cores, "repeats": args.repeats, "rounds": args.rounds, "records": records, "ratios": ratios},
             indent=2,
         )
     )
-    with (RESULTS / "engine.csv").open("w", newline="") as f:
+    with (RESULTS / f"{args.out}.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(records[0]))
         w.writeheader()
         w.writerows(records)
-    print(f"wrote {RESULTS / 'engine.json'} and {RESULTS / 'engine.csv'}")
+    print(f"wrote {RESULTS / args.out}.json and .csv")
 
 
 if __name__ == "__main__":

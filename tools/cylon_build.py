@@ -69,7 +69,20 @@ def cache_root() -> Path:
     return Path(os.environ.get("DEEPRC_CACHE") or Path.home() / ".cache" / "deeprc")
 
 
-def find_source(download_to: Path) -> Path:
+def built_from_pin(root: Path) -> Path | None:
+    """A finished cache built from the pinned commit (for checkouts without the vendored tarball)."""
+    for env_dir in sorted(root.glob("cylon-*")):
+        if is_ready(env_dir) and (env_dir / "commit").is_file() and (env_dir / "commit").read_text() == COMMIT:
+            return env_dir
+    return None
+
+
+def is_ready(env_dir: Path) -> bool:
+    """Whether ``env_dir`` holds a finished build by this recipe."""
+    return (env_dir / "recipe").is_file() and (env_dir / "recipe").read_text() == RECIPE
+
+
+def find_source(download_to: Path, download: bool = True) -> Path | None:
     """The Cylon source tarball: the env override, the vendored copy, or a download."""
     given = os.environ.get("DEEPRC_CYLON_SOURCE")
     if given:
@@ -83,6 +96,8 @@ def find_source(download_to: Path) -> Path:
     target = download_to / f"cylon-{COMMIT}.tar.gz"
     if target.is_file():
         return target
+    if not download:
+        return None
     say(f"no vendored source ({vendored}); downloading {UPSTREAM}")
     download_to.mkdir(parents=True, exist_ok=True)
     try:
@@ -208,10 +223,17 @@ def build(env_dir: Path, tarball: Path, jobs: int) -> None:
         work.mkdir(parents=True)
         with tarfile.open(tarball) as tar:
             tar.extractall(work)
+            # git archive (and GitHub's archives) record the commit in the global pax header
+            (work / "commit").write_text(str(tar.pax_headers.get("comment", "")))
         (src_dir,) = [p for p in work.iterdir() if p.is_dir()]
+        if (work / "commit").read_text() != COMMIT:
+            say(
+                f"note: this source is commit {(work / 'commit').read_text() or '(unknown)'}, not the pinned {COMMIT[:7]}"
+            )
         patch_source(src_dir)
         unpacked.write_text(src_dir.name)
     src = work / unpacked.read_text()
+    commit = (work / "commit").read_text() if (work / "commit").is_file() else ""
     py = str(venv / "bin" / "python")
     log.run("creating the venv (compat stack + build tools)", [sys.executable, "-m", "venv", str(venv)])
     pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
@@ -258,6 +280,7 @@ def build(env_dir: Path, tarball: Path, jobs: int) -> None:
     run_env = dict(os.environ, LD_LIBRARY_PATH=f"{pa_dir}:{prefix / 'lib'}", **MPI_ROOT_ENV)
     log.run("smoke test: a 2-rank distributed join under mpirun", ["mpirun", "-n", "2", py, str(smoke)], env=run_env)
     shutil.rmtree(work)
+    (env_dir / "commit").write_text(commit)
     (env_dir / "recipe").write_text(RECIPE)
 
 
@@ -285,9 +308,19 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
     root = cache_root()
-    tarball = find_source(root / "downloads")
-    env_dir = root / f"cylon-{sha256(tarball)[:12]}"
-    ready = (env_dir / "recipe").is_file() and (env_dir / "recipe").read_text() == RECIPE
+    pinned = (
+        None
+        if os.environ.get("DEEPRC_CYLON_SOURCE") or (ROOT.parent / "shared" / "vendor" / VENDORED_NAME).is_file()
+        else built_from_pin(root)
+    )
+    if pinned is not None:  # no source here, but the pinned commit is built already: no download needed
+        tarball, env_dir = Path(f"cylon-{COMMIT[:7]} (cached build)"), pinned
+    else:
+        found = find_source(root / "downloads", download=not args.print)
+        if found is None:  # --print, and nothing local to look up
+            return 3
+        tarball, env_dir = found, root / f"cylon-{sha256(found)[:12]}"
+    ready = is_ready(env_dir)
     if args.print:
         if not ready:
             return 3
@@ -298,7 +331,7 @@ def main() -> int:
         if not ready:
             say(f"waiting for the build lock {lock.name} (another build may be running)")
             fcntl.flock(lock, fcntl.LOCK_EX)
-            ready = (env_dir / "recipe").is_file() and (env_dir / "recipe").read_text() == RECIPE
+            ready = is_ready(env_dir)
             if not ready:
                 need_system()
                 build(env_dir, tarball, args.jobs)
