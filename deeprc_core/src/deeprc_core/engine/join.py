@@ -104,8 +104,6 @@ def _acero_payload_ok(t: pa.DataType) -> bool:
 
 #: Target rows per side and bucket of a local join (Acero's hash join needs ~3-4x its inputs' bytes).
 BUCKET_ROWS = 1 << 16
-#: Whether each bucket's Acero join may use Arrow's thread pool.
-ACERO_THREADS = True
 #: Most buckets a local join is cut into.
 MAX_BUCKETS = 256
 
@@ -181,7 +179,6 @@ def join_owned(sides: list[pa.Table], plan: JoinPlan) -> pa.Table:
             right_keys=rkeys,
             join_type=JOIN_TYPES[plan.how],
             coalesce_keys=False,
-            use_threads=ACERO_THREADS,
         )
         for b in range(len(lbounds) - 1)
     ]
