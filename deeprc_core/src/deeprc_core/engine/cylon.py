@@ -207,6 +207,9 @@ def normalise_cylon_join(
 
 def cylon_join(left: pa.Table, right: pa.Table, plan: JoinPlan, comm: Communicator) -> pa.Table | None:
     """Distributed join through ``DataFrame.merge(..., env=env)``; None to fall back (collective)."""
+    if len(plan.left_on) > 1 and plan.how in ("right", "outer"):
+        fallback("join", "multi-column right/outer joins crash Cylon's sort join (segfault in build_final_table)")
+        return None
     pre = preflight(comm, [(left, plan.left_on), (right, plan.right_on)])
     if not screen(
         "join",
