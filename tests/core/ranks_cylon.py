@@ -141,7 +141,7 @@ def typed_ops(seed: str = "0", engine: str = "cylon", kind: str = "typed") -> di
     if kind == "typed":
         for name, by in GROUPS:
             out[name] = left.groupby(by, engine=engine).agg(AGGS).local
-    for name, subset in DEDUPES:
+    for name, subset in DEDUPES if kind == "typed" else [("d_all", None)]:
         out[name] = left.drop_duplicates(subset, engine=engine).local
     out["sh_str"] = left.shuffle("s", engine=engine).local
     empty = GlobalTable(left.local.slice(0, 0), comm)
