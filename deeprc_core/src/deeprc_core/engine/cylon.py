@@ -140,7 +140,7 @@ def _bad_key_count(table: pa.Table, keys: Sequence[str], nulls: bool) -> int:
         col = table.column(k)
         if nulls:
             n += col.null_count
-        if pa.types.is_floating(col.type) and col.num_chunks and len(col):
+        if (pa.types.is_float32(col.type) or pa.types.is_float64(col.type)) and len(col):
             odd = pc.or_(pc.is_nan(col), pc.and_(pc.equal(col, 0.0), pc.less(pc.divide(1.0, col), 0.0)))
             n += int(pc.sum(odd.cast(pa.int64())).as_py() or 0)
     return n
@@ -340,6 +340,13 @@ def cylon_groupby(table: pa.Table, by: Sequence[str], aggs: Sequence[AggSpec], c
 
 
 # ---------------------------------------------------------------- drop_duplicates and shuffle
+def _string_keys(table: pa.Table, keys: Sequence[str]) -> bool:
+    """Whether a key is string/binary: the tier saw Cylon's shuffle send equal string keys to different ranks."""
+    return any(
+        pa.types.is_string(table.schema.field(k).type) or pa.types.is_binary(table.schema.field(k).type) for k in keys
+    )
+
+
 def _shuffle_call(what: str, prepared: pa.Table, on: Sequence[str], comm: Communicator) -> pa.Table:
     def call() -> pa.Table:
         import pycylon
@@ -360,6 +367,9 @@ def cylon_drop_duplicates(
     carry their global row number through it, and each rank keeps the smallest number per
     key, in global row order (the Arrow engine's contract). Nulls equal each other.
     """
+    if _string_keys(table, subset):
+        fallback("drop_duplicates", "string/binary keys (Cylon's shuffle split equal string keys over ranks)")
+        return None
     pre = preflight(comm, [(table, subset)], nulls=False)  # Cylon's hash puts equal nulls together
     if not screen("drop_duplicates", pre, [table.schema], "NaN or -0.0 keys (Cylon hashes float bits)"):
         return None
@@ -370,6 +380,9 @@ def cylon_drop_duplicates(
 
 def cylon_shuffle(table: pa.Table, on: Sequence[str], comm: Communicator) -> pa.Table | None:
     """Hash shuffle through ``pycylon.Table.shuffle`` (Cylon's hash, not Deep RC's); None to fall back."""
+    if _string_keys(table, on):
+        fallback("shuffle", "string/binary keys (Cylon's shuffle split equal string keys over ranks)")
+        return None
     pre = preflight(comm, [(table, on)], nulls=False)
     if not screen("shuffle", pre, [table.schema], "NaN or -0.0 keys (Cylon hashes float bits)"):
         return None
