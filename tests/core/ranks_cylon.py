@@ -119,7 +119,7 @@ def sorts(kind: str) -> list[tuple[str, dict]]:
 
 AGGS = {"v": ["sum", "mean", "count", "min", "max"], "w": ["sum", "mean", "min", "max"], "i32": ["sum", "mean"]}
 GROUPS = [("g_str", ["s"]), ("g_bool_int", ["b", "k"]), ("g_ts", ["ts"])]
-DEDUPES = [("d_bool_str", ["s", "b"]), ("d_all", None)]
+DEDUPES = [("d_bool_str", ["s", "b"]), ("d_bool_int", ["b", "k"]), ("d_all", None)]
 
 
 def typed_ops(seed: str = "0", engine: str = "cylon", kind: str = "typed") -> dict[str, object]:
@@ -144,6 +144,7 @@ def typed_ops(seed: str = "0", engine: str = "cylon", kind: str = "typed") -> di
     for name, subset in DEDUPES if kind == "typed" else [("d_all", None)]:
         out[name] = left.drop_duplicates(subset, engine=engine).local
     out["sh_str"] = left.shuffle("s", engine=engine).local
+    out["sh_int"] = left.shuffle("k", engine=engine).local
     empty = GlobalTable(left.local.slice(0, 0), comm)
     out["e_join"] = empty.join(right, on="k", how="outer", engine=engine).local
     out["e_sort"] = empty.sort("s", engine=engine).local

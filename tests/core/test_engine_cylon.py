@@ -143,12 +143,13 @@ def _check_typed(per_rank: list[dict], kind: str) -> None:
         for r in per_rank:  # each rank's kept rows are in global row order
             part = table_from_bytes(r[name])
             assert part.to_pylist() == [row for row in want.to_pylist() if row in part.to_pylist()], name
-    _same(_gathered(per_rank, "sh_str"), left, "sh_str")
-    owners: dict[str, set[int]] = {}
-    for r, res in enumerate(per_rank):
-        for s in table_from_bytes(res["sh_str"]).column("s").to_pylist():
-            owners.setdefault(s, set()).add(r)
-    assert all(len(v) == 1 for v in owners.values()), "a key landed on several ranks"
+    for name, key in (("sh_str", "s"), ("sh_int", "k")):
+        _same(_gathered(per_rank, name), left, name)
+        owners: dict[object, set[int]] = {}
+        for r, res in enumerate(per_rank):
+            for v in table_from_bytes(res[name]).column(key).to_pylist():
+                owners.setdefault(v, set()).add(r)
+        assert all(len(v) == 1 for v in owners.values()), f"{name}: a key landed on several ranks"
     _same(_gathered(per_rank, "e_join"), _expected_join(left.slice(0, 0), right, "k", "outer"), "e_join")
     assert _gathered(per_rank, "e_sort").schema == left.schema and _gathered(per_rank, "e_sort").num_rows == 0
     assert _gathered(per_rank, "e_dedupe").num_rows == 0
