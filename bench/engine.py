@@ -1,10 +1,16 @@
-"""Benchmark: Deep RC's distributed join and sort vs pandas, DuckDB and Polars on one process.
+"""Benchmark: Deep RC's distributed join, sort and group-by vs Cylon, and vs pandas, DuckDB, Polars.
 
 Shape of Cylon's join benchmark: two tables, N rows per rank each, two int64 columns
-(a uniform random int64 key in [0, total rows) and a payload). Deep RC runs under
-``mpirun`` on 1, 2 (and, labelled oversubscribed, 4) ranks; the single-process libraries
-run on the same total data. Reported: the median over ``--repeats`` runs of the slowest
-rank's time, ratios to pandas, and each rank's join memory (see :func:`join_memory`).
+(a uniform random int64 key in [0, total rows) and a payload); the group-by sums the
+payload per key. Deep RC runs under ``mpirun`` on 1, 2 (and, labelled oversubscribed, 4)
+ranks; where pycylon is built (``./dev cylon``, or DEEPRC_CYLON_PYTHON naming the python
+of a conda/HPC-module pycylon), Cylon runs on the same ranks and data, called directly
+(``pycylon``: its sort-join, distributed sort, hash group-by) and through Deep RC's
+adapter (``deeprc-cylon``), in rounds interleaved with the built-in engine so that load
+changes hit every engine alike. The single-process libraries run on the same total data.
+Reported: the median over all rounds and ``--repeats`` of the slowest rank's time, ratios
+to pandas, the built-in engine's time over Cylon's and DuckDB's, and each rank's join
+memory (see :func:`join_memory`).
 
     .venv/bin/python bench/engine.py                 # N = 1M rows per rank and table
     .venv/bin/python bench/engine.py --rows 10000000 # the 10M point (needs ~10 GB RAM)
@@ -97,33 +103,62 @@ def join_memory(comm, rows: int) -> dict:
     }
 
 
-def worker(rows: int, repeats: int, memory_only: bool = False) -> None:
-    """One rank: measure join memory, then time join and sort; rank 0 prints one JSON line."""
-    sys.path.insert(0, str(REPO / "deeprc_core" / "src"))
+OPS = ("join", "sort", "groupby")
+
+
+def _deeprc_ops(comm, left_t: pa.Table, right_t: pa.Table, engine: str) -> dict:
+    """The three timed operations through Deep RC's GlobalTable with ``engine``."""
     from deeprc_core.table import GlobalTable
 
+    left, right = GlobalTable(left_t, comm), GlobalTable(right_t, comm)
+    return {
+        "join": lambda: left.join(right, on="key", engine=engine).local_num_rows,
+        "sort": lambda: left.sort("key", engine=engine).local_num_rows,
+        "groupby": lambda: left.groupby("key", engine=engine).agg({"lval": "sum"}).local_num_rows,
+    }
+
+
+def _pycylon_ops(comm, left_t: pa.Table, right_t: pa.Table) -> dict:
+    """The same operations called on pycylon directly (Cylon's own sort-join, sort and hash group-by)."""
+    from deeprc_core.engine.cylon import cylon_env
+    from pycylon import DataFrame, Table
+
+    env = cylon_env(comm)
+    left = DataFrame(Table.from_arrow(env.context, left_t))
+    right = DataFrame(Table.from_arrow(env.context, right_t))
+    return {
+        "join": lambda: left.merge(right, how="inner", algorithm="sort", on=["key"], env=env).to_arrow().num_rows,
+        "sort": lambda: left.sort_values(by=["key"], env=env).to_arrow().num_rows,
+        "groupby": lambda: Table.from_arrow(env.context, left_t).groupby(["key"], {"lval": "sum"}).row_count,
+    }
+
+
+def worker(rows: int, repeats: int, memory_only: bool = False, engine: str = "arrow") -> None:
+    """One rank: measure join memory (Arrow engine), then time join, sort, groupby; rank 0 prints one JSON line.
+
+    ``engine``: ``arrow`` (the built-in engine), ``cylon`` (Deep RC through its Cylon
+    adapter) or ``pycylon`` (pycylon called directly, no Deep RC in the timed path).
+    """
+    sys.path.insert(0, str(REPO / "deeprc_core" / "src"))
     from deeprc_core import get_communicator
 
     comm = get_communicator()
-    mem = comm.allgather(join_memory(comm, rows))
+    mem = comm.allgather(join_memory(comm, rows)) if engine == "arrow" else []
     if memory_only:
         if comm.rank == 0:
             print(json.dumps({"mem": mem}), flush=True)
         return
     left_t, right_t = make_tables(comm.rank, rows, rows * comm.size)
-    left, right = GlobalTable(left_t, comm), GlobalTable(right_t, comm)
+    ops = _pycylon_ops(comm, left_t, right_t) if engine == "pycylon" else _deeprc_ops(comm, left_t, right_t, engine)
     comm.barrier()
-    res = left.join(right, on="key", engine="arrow")  # warm-up
-    out_rows = comm.allreduce_int([res.local_num_rows])[0]
-    del res
-    times: dict[str, list[float]] = {"join": [], "sort": []}
-    for op in times:
+    out_rows = comm.allreduce_int([ops["join"]()])[0]  # warm-up
+    times: dict[str, list[float]] = {op: [] for op in OPS}
+    for op in OPS:
         for _ in range(repeats):
             comm.barrier()
             t0 = time.perf_counter()
-            r = left.join(right, on="key", engine="arrow") if op == "join" else left.sort("key", engine="arrow")
+            ops[op]()
             dt = time.perf_counter() - t0
-            del r
             times[op].append(max(comm.allgather(dt)))
     if comm.rank == 0:
         print(json.dumps({"times": times, "mem": mem, "join_rows": out_rows}), flush=True)
@@ -141,11 +176,37 @@ def check_memory(rows: int, ranks: list[int], baselines_too: bool) -> None:
         )
 
 
-def run_ranks(ranks: int, rows: int, repeats: int, memory_only: bool = False) -> dict:
-    """Launch ``ranks`` workers with mpirun and return rank 0's JSON."""
+def cylon_python() -> tuple[str, dict[str, str]] | None:
+    """The cached pycylon environment's python and its LD_LIBRARY_PATH (``./dev cylon``), or None."""
+    if os.environ.get("DEEPRC_CYLON_PYTHON"):  # a conda / HPC-module pycylon: its python, env as it is
+        return os.environ["DEEPRC_CYLON_PYTHON"], {}
+    found = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "cylon_build.py"), "--print"], capture_output=True, text=True
+    )
+    if found.returncode != 0:
+        return None
+    env_dir = Path(found.stdout.strip())
+    py = env_dir / "venv" / "bin" / "python"
+    pa_dir = subprocess.check_output(
+        [str(py), "-c", "import os, pyarrow; print(os.path.dirname(pyarrow.__file__))"], text=True
+    ).strip()
+    return str(py), {"LD_LIBRARY_PATH": f"{pa_dir}:{env_dir / 'install' / 'lib'}"}
+
+
+def run_ranks(
+    ranks: int,
+    rows: int,
+    repeats: int,
+    memory_only: bool = False,
+    engine: str = "arrow",
+    python: tuple[str, dict[str, str]] | None = None,
+) -> dict:
+    """Launch ``ranks`` workers with mpirun (in ``python``, default this one) and return rank 0's JSON."""
+    exe, extra = python or (sys.executable, {})
     env = dict(
         os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl="self,vader,tcp"
     )
+    env.update(extra)
     env.setdefault("OMPI_MCA_btl_tcp_if_include", "lo")
     env.setdefault("OMPI_MCA_oob_tcp_if_include", "lo")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "deeprc_core" / "src"), env.get("PYTHONPATH", "")])
@@ -156,9 +217,11 @@ def run_ranks(ranks: int, rows: int, repeats: int, memory_only: bool = False) ->
         "--oversubscribe",
         "--bind-to",
         "none",
-        sys.executable,
+        exe,
         __file__,
         "--worker",
+        "--engine",
+        engine,
         "--rows",
         str(rows),
         "--repeats",
@@ -191,6 +254,7 @@ def baselines(ranks: int, rows: int, repeats: int) -> dict[str, dict[str, float]
     out["pandas"] = {
         "join": _median_time(lambda: ldf.merge(rdf, on="key", how="inner"), repeats),
         "sort": _median_time(lambda: ldf.sort_values("key", kind="stable"), repeats),
+        "groupby": _median_time(lambda: ldf.groupby("key", sort=False).agg({"lval": "sum"}), repeats),
     }
     try:
         import duckdb
@@ -207,6 +271,7 @@ def baselines(ranks: int, rows: int, repeats: int) -> dict[str, dict[str, float]
         out["duckdb"] = {
             "join": _median_time(lambda: q("SELECT * FROM l JOIN r USING (key)"), repeats),
             "sort": _median_time(lambda: q("SELECT * FROM l ORDER BY key"), repeats),
+            "groupby": _median_time(lambda: q("SELECT key, sum(lval) FROM l GROUP BY key"), repeats),
         }
     except ImportError:
         pass
@@ -217,6 +282,7 @@ def baselines(ranks: int, rows: int, repeats: int) -> dict[str, dict[str, float]
         out["polars"] = {
             "join": _median_time(lambda: lpl.join(rpl, on="key", how="inner"), repeats),
             "sort": _median_time(lambda: lpl.sort("key", maintain_order=True), repeats),
+            "groupby": _median_time(lambda: lpl.group_by("key").agg(pl.col("lval").sum()), repeats),
         }
     except ImportError:
         pass
@@ -246,6 +312,28 @@ def memory_main(rows_list: list[int], ranks: list[int]) -> None:
     print(f"wrote {RESULTS / 'engine_memory.json'}")
 
 
+def side_by_side(records: list[dict]) -> list[str]:
+    """Lines stating the built-in engine's time over Cylon's and over DuckDB's, per rank count and op."""
+    lines = []
+    by = {
+        (r["total_rows"], r["op"], r["engine"], r["ranks"] if r["engine"].startswith(("deeprc", "py")) else 0): r
+        for r in records
+    }
+    for (total, op, engine, ranks), r in sorted(by.items()):
+        if engine != "deeprc-arrow":
+            continue
+        parts = []
+        for other in ("pycylon", "deeprc-cylon"):
+            o = by.get((total, op, other, ranks))
+            if o:
+                parts.append(f"{r['median_s'] / o['median_s']:.2f}x {other}")
+        duck = by.get((total, op, "duckdb", 0))
+        if duck:
+            parts.append(f"{r['median_s'] / duck['median_s']:.2f}x duckdb")
+        lines.append(f"[ratio] {op} {ranks} ranks, {total:,} rows: deeprc-arrow takes " + ", ".join(parts))
+    return lines
+
+
 def main() -> None:
     """Parse flags; run the workers (under mpirun) or the whole benchmark."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -253,10 +341,14 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4], help="rank counts (4 is oversubscribed here)")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (median reported)")
     ap.add_argument("--memory", action="store_true", help="only measure the join's memory (for every --rows)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every engine (timed runs alternate)")
+    ap.add_argument("--no-cylon", action="store_true", help="skip the Cylon columns even where pycylon is built")
+    ap.add_argument("--out", default="engine", help="results file stem under bench/results/ (default: engine)")
+    ap.add_argument("--engine", default="arrow", help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args.rows[0], args.repeats, args.memory)
+        worker(args.rows[0], args.repeats, args.memory, args.engine)
         return
     if args.memory:
         memory_main(args.rows, args.ranks)
@@ -266,30 +358,45 @@ def main() -> None:
     args.rows = args.rows[0]
     check_memory(args.rows, args.ranks, baselines_too=True)
     cores = os.cpu_count() or 1
+    cylon = None if args.no_cylon else cylon_python()
+    if cylon is None and not args.no_cylon:
+        print("[bench] no pycylon built (./dev cylon): the Cylon columns are left out", flush=True)
     records = []
     for p in args.ranks:
-        label = f"deeprc {p} rank{'s' if p > 1 else ''}" + (" (oversubscribed)" if p > cores else "")
-        print(f"[bench] {label}: N={args.rows:,} rows/rank/table ...", flush=True)
-        d = run_ranks(p, args.rows, args.repeats)
-        peak_ratio = max(m["ratio"] for m in d["mem"])
+        label = f"{p} rank{'s' if p > 1 else ''}" + (" (oversubscribed)" if p > cores else "")
+        engines = {"deeprc-arrow": ("arrow", None)}
+        if cylon is not None and p > 1:
+            engines["pycylon"] = ("pycylon", cylon)
+            engines["deeprc-cylon"] = ("cylon", cylon)
+        samples: dict[str, dict[str, list[float]]] = {e: {op: [] for op in OPS} for e in engines}
+        peak_ratio = None
+        for rnd in range(args.rounds):  # interleaved, so load changes hit every engine alike
+            for name, (engine, python) in engines.items():
+                print(f"[bench] {name} {label}, round {rnd + 1}/{args.rounds}: N={args.rows:,} ...", flush=True)
+                d = run_ranks(p, args.rows, args.repeats, engine=engine, python=python)
+                for op in OPS:
+                    samples[name][op] += d["times"][op]
+                if d["mem"]:
+                    peak_ratio = max(m["ratio"] for m in d["mem"])
         base = baselines(p, args.rows, args.repeats)
         print(f"[bench]   baselines on {p * args.rows:,} rows/table: " + ", ".join(base), flush=True)
-        for op in ("join", "sort"):
-            ours = statistics.median(d["times"][op])
+        for op in OPS:
             pandas_t = base["pandas"][op]
-            records.append(
-                {
-                    "ranks": p,
-                    "label": label,
-                    "op": op,
-                    "engine": "deeprc-arrow",
-                    "rows_per_rank": args.rows,
-                    "total_rows": p * args.rows,
-                    "median_s": ours,
-                    "vs_pandas": pandas_t / ours,
-                    "peak_rss_over_input": peak_ratio if op == "join" else None,
-                }
-            )
+            for name in engines:
+                ours = statistics.median(samples[name][op])
+                records.append(
+                    {
+                        "ranks": p,
+                        "label": f"{name} {label}",
+                        "op": op,
+                        "engine": name,
+                        "rows_per_rank": args.rows,
+                        "total_rows": p * args.rows,
+                        "median_s": ours,
+                        "vs_pandas": pandas_t / ours,
+                        "peak_rss_over_input": peak_ratio if op == "join" and name == "deeprc-arrow" else None,
+                    }
+                )
             for lib, t in base.items():
                 records.append(
                     {
@@ -304,21 +411,27 @@ def main() -> None:
                         "peak_rss_over_input": None,
                     }
                 )
-    print(f"\n{'total rows':>11} {'op':5} {'engine':30} {'median s':>9} {'x pandas':>9}")
+    ratios = side_by_side(records)
+    for line in ratios:
+        print(line)
+    print(f"\n{'total rows':>11} {'op':7} {'engine':30} {'median s':>9} {'x pandas':>9}")
     for r in records:
-        print(f"{r['total_rows']:>11,} {r['op']:5} {r['label']:30} {r['median_s']:9.3f} {r['vs_pandas']:9.2f}")
+        print(f"{r['total_rows']:>11,} {r['op']:7} {r['label']:30} {r['median_s']:9.3f} {r['vs_pandas']:9.2f}")
     for r in records:
         if r["peak_rss_over_input"] is not None:
             print(f"peak RSS growth during join, {r['label']}: {r['peak_rss_over_input']:.2f}x the rank's input bytes")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "engine.json").write_text(
-        json.dumps({"cores": cores, "repeats": args.repeats, "records": records}, indent=2)
+    (RESULTS / f"{args.out}.json").write_text(
+        json.dumps(
+            {"cores": cores, "repeats": args.repeats, "rounds": args.rounds, "records": records, "ratios": ratios},
+            indent=2,
+        )
     )
-    with (RESULTS / "engine.csv").open("w", newline="") as f:
+    with (RESULTS / f"{args.out}.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(records[0]))
         w.writeheader()
         w.writerows(records)
-    print(f"wrote {RESULTS / 'engine.json'} and {RESULTS / 'engine.csv'}")
+    print(f"wrote {RESULTS / args.out}.json and .csv")
 
 
 if __name__ == "__main__":

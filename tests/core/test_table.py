@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import types
 from typing import Any
 
 import numpy as np
@@ -62,42 +61,6 @@ def test_cylon_without_pycylon_names_how_to_get_it(table: GlobalTable, monkeypat
         table.to_cylon(object())
     with pytest.raises(ImportError, match="pycylon"):
         GlobalTable.from_cylon(object(), object())
-
-
-def test_cylon_round_trip_is_zero_copy_against_pycylons_api(
-    table: GlobalTable, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A stand-in with pycylon's real signatures: Table.from_arrow(ctx, table), DataFrame(Table), .to_arrow().
-    fake = types.ModuleType("pycylon")
-
-    class Table:
-        def __init__(self, ctx: Any, t: pa.Table) -> None:
-            self.ctx, self.t = ctx, t
-
-        @staticmethod
-        def from_arrow(ctx: Any, t: pa.Table) -> Table:
-            return Table(ctx, t)
-
-        def to_arrow(self) -> pa.Table:
-            return self.t
-
-    class DataFrame:
-        def __init__(self, data: Table) -> None:
-            assert isinstance(data, Table)
-            self._table = data
-
-        def to_arrow(self) -> pa.Table:
-            return self._table.to_arrow()
-
-    fake.Table, fake.DataFrame = Table, DataFrame  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pycylon", fake)
-    env = types.SimpleNamespace(rank=0, world_size=1, context="ctx")
-    df = table.to_cylon(env)
-    assert df._table.ctx == "ctx" and df.to_arrow() is table.local
-    with pytest.raises(ValueError, match="CylonEnv is rank 0 of 2"):
-        table.to_cylon(types.SimpleNamespace(rank=0, world_size=2, context="ctx"))
-    with pytest.raises(TypeError, match="pycylon DataFrame or Table"):
-        GlobalTable.from_cylon([1, 2], env)
 
 
 def test_select_filter_with_column(table: GlobalTable) -> None:

@@ -150,6 +150,12 @@ def _combine(partials: pa.Table, by: Sequence[str], aggs: Sequence[AggSpec]) -> 
     return pa.table(out, names=[*by, *(a.name for a in aggs)])
 
 
+def arrow_groupby_schema(schema: pa.Schema, by: Sequence[str], aggs: Sequence[AggSpec]) -> pa.Schema:
+    """The schema :func:`arrow_groupby` returns for ``schema`` (computed locally on no rows)."""
+    empty = schema.empty_table().select(list(dict.fromkeys([*by, *(a.column for a in aggs)])))
+    return _combine(_partials(empty, by, aggs), by, aggs).schema
+
+
 def arrow_groupby(table: pa.Table, by: Sequence[str], aggs: Sequence[AggSpec], comm: Communicator) -> pa.Table:
     """The built-in engine's distributed group-by aggregation (collective)."""
     partials = _partials(table, by, aggs)

@@ -25,10 +25,6 @@ if TYPE_CHECKING:
     from ..table import GlobalTable
 
 
-def _null_count(table: pa.Table, columns: Sequence[str]) -> int:
-    return int(sum(table.column(c).null_count for c in columns))
-
-
 class GroupBy:
     """A pending distributed group-by: ``table.groupby(by).agg({...})`` runs it (collective)."""
 
@@ -52,14 +48,11 @@ class GroupBy:
 
         validate_everywhere(t.comm, "groupby", check)
         if choose_engine(self._engine, t.comm, "groupby") == "cylon":
-            from .cylon import cylon_groupby, fallback
+            from .cylon import cylon_groupby
 
-            if t.comm.allreduce_int([_null_count(t.local, by)], "sum")[0]:
-                fallback("groupby", "null keys (Cylon drops them; Deep RC keeps a null group)")
-            else:
-                out = cylon_groupby(t.local, by, aggs, t.comm)
-                if out is not None:
-                    return t._like(out)
+            out = cylon_groupby(t.local, by, aggs, t.comm)
+            if out is not None:
+                return t._like(out)
         return t._like(arrow_groupby(t.local, by, aggs, t.comm))
 
 
@@ -125,8 +118,7 @@ class EngineOps:
         if choose_engine(engine, self.comm, "join") == "cylon":
             from .cylon import cylon_join
 
-            nulls = _null_count(self.local, plan.left_on) + _null_count(other.local, plan.right_on)
-            out = cylon_join(self.local, other.local, plan, self.comm, self.comm.allreduce_int([nulls], "sum")[0] > 0)
+            out = cylon_join(self.local, other.local, plan, self.comm)
             if out is not None:
                 return self._like(out)
         return self._like(arrow_join(self.local, other.local, plan, self.comm))
@@ -151,14 +143,11 @@ class EngineOps:
 
         validate_everywhere(self.comm, "sort", check)
         if choose_engine(engine, self.comm, "sort") == "cylon":
-            from .cylon import cylon_sort, fallback
+            from .cylon import cylon_sort
 
-            if self.comm.allreduce_int([_null_count(self.local, keys)], "sum")[0]:
-                fallback("sort", "null keys (Cylon's null placement is not Deep RC's)")
-            else:
-                out = cylon_sort(self.local, keys, ascending, self.comm)
-                if out is not None:
-                    return self._like(out)
+            out = cylon_sort(self.local, keys, ascending, self.comm, self.row_offset)
+            if out is not None:
+                return self._like(out)
         return self._like(sample_sort(self.local, keys, ascending, self.comm))
 
     # ------------------------------------------------------------- groupby
@@ -184,7 +173,7 @@ class EngineOps:
         if choose_engine(engine, self.comm, "drop_duplicates") == "cylon":
             from .cylon import cylon_drop_duplicates
 
-            out = cylon_drop_duplicates(self.local, keys, self.comm)
+            out = cylon_drop_duplicates(self.local, keys, self.comm, self.row_offset)
             if out is not None:
                 return self._like(out)
         return self._like(arrow_drop_duplicates(self.local, keys, self.comm, self.row_offset))

@@ -1,8 +1,11 @@
 """Which engine runs an operation, and the collective check that its inputs are usable.
 
-``engine="auto"`` picks Cylon when pycylon imports and the communicator is MPI (Cylon
-runs over MPI only), and the built-in Arrow engine otherwise. Every rank decides from
-the same facts, so every rank picks the same engine.
+``engine="auto"`` picks Cylon when pycylon imports, the communicator is MPI (Cylon runs
+over MPI only) and the operation is one of :data:`CYLON_AUTO_OPS`, those proven equal to
+the Arrow engine on a real pycylon (tests/core/test_engine_cylon.py); otherwise it picks
+the built-in Arrow engine. Every rank decides from the same facts, so every rank picks
+the same engine. Per-table screening (types, null keys, empty partitions) happens later,
+in the Cylon adapter, and may still fall back.
 """
 
 from __future__ import annotations
@@ -33,6 +36,12 @@ def pycylon_available() -> bool:
     return True
 
 
+#: Operations ``engine="auto"`` hands to Cylon. Not shuffle: its placement must follow Deep
+#: RC's own hash (engine/hashing.py) so that tables shuffled separately, possibly by
+#: different engines after a type fallback, still put equal keys on the same rank.
+CYLON_AUTO_OPS = frozenset({"join", "sort", "groupby", "drop_duplicates"})
+
+
 def choose_engine(engine: str, comm: Communicator, what: str) -> str:
     """``"cylon"`` or ``"arrow"`` for ``engine`` (``auto|cylon|arrow``) on this communicator."""
     if engine not in ENGINES:
@@ -48,7 +57,7 @@ def choose_engine(engine: str, comm: Communicator, what: str) -> str:
         if comm.kind != "mpi":
             raise ValueError(f"{what}(engine='cylon') needs the MPI communicator; this job uses {comm.kind!r}")
         return "cylon"
-    return "cylon" if usable else "arrow"
+    return "cylon" if usable and what in CYLON_AUTO_OPS else "arrow"
 
 
 def as_list(columns: str | Sequence[str] | None) -> list[str]:
