@@ -117,7 +117,14 @@ def _check_typed(per_rank: list[dict], kind: str) -> None:
     # one dictionary per column, so pyarrow 10's own join (the reference) accepts the gathered chunks
     left, right = _gathered(per_rank, "left").unify_dictionaries(), _gathered(per_rank, "right").unify_dictionaries()
     for name, kw in cbody.JOINS if kind == "typed" else cbody.JOINS[:1]:
-        _same(_gathered(per_rank, name), _expected_join(left, right, kw["on"], kw["how"]), name)
+        got = _gathered(per_rank, name)
+        if kind == "awkward":  # pyarrow 10's own join (the reference) refuses list columns: compare the rest
+            lists = [f.name for f in got.schema if pa.types.is_list(f.type)]
+            assert lists == ["lst"], lists
+            got, lhs = got.drop(lists), left.drop(lists)
+            _same(got, _expected_join(lhs, right, kw["on"], kw["how"]), name)
+            continue
+        _same(got, _expected_join(left, right, kw["on"], kw["how"]), name)
     for name, kw in cbody.sorts(kind):
         by = [kw["by"]] if isinstance(kw["by"], str) else kw["by"]
         asc = kw.get("ascending", True)
@@ -137,7 +144,7 @@ def _check_typed(per_rank: list[dict], kind: str) -> None:
             assert len(g) == len(w) and len({r[: len(by)] for r in g}) == len(g), name
             for gr, wr in zip(g, w):
                 assert all(_close(a, b) for a, b in zip(gr, wr)), (name, gr, wr)
-    for name, subset in cbody.DEDUPES if kind == "typed" else [("d_all", None)]:
+    for name, subset in cbody.DEDUPES if kind == "typed" else cbody.AWKWARD_DEDUPES:
         got, want = _gathered(per_rank, name), _expected_dedupe(left, subset)
         _same(got, want, name)
         for r in per_rank:  # each rank's kept rows are in global row order
@@ -150,7 +157,10 @@ def _check_typed(per_rank: list[dict], kind: str) -> None:
             for v in table_from_bytes(res[name]).column(key).to_pylist():
                 owners.setdefault(v, set()).add(r)
         assert all(len(v) == 1 for v in owners.values()), f"{name}: a key landed on several ranks"
-    _same(_gathered(per_rank, "e_join"), _expected_join(left.slice(0, 0), right, "k", "outer"), "e_join")
+    e_join, e_left = _gathered(per_rank, "e_join"), left.slice(0, 0)
+    if kind == "awkward":  # as above: the reference join takes no list columns
+        e_join, e_left = e_join.drop(["lst"]), e_left.drop(["lst"])
+    _same(e_join, _expected_join(e_left, right, "k", "outer"), "e_join")
     assert _gathered(per_rank, "e_sort").schema == left.schema and _gathered(per_rank, "e_sort").num_rows == 0
     assert _gathered(per_rank, "e_dedupe").num_rows == 0
 

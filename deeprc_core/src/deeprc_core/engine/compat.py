@@ -27,8 +27,12 @@ def group_by(table: pa.Table, keys: Sequence[str]) -> pa.TableGroupBy:
     """``table.group_by(keys)``, single-threaded where pyarrow lets us ask (>= 12; older ones take no options).
 
     Single-threaded grouping gives groups in first-seen order; the engine never relies on
-    it, and older pyarrow simply groups with its default.
+    it, and older pyarrow simply groups with its default. Dictionary columns whose chunks
+    carry different dictionaries (e.g. gathered from several ranks) are unified first:
+    pyarrow < 13 refuses to group them ("Unifying differing dictionaries").
     """
+    if any(pa.types.is_dictionary(f.type) for f in table.schema):
+        table = table.unify_dictionaries()
     try:
         return table.group_by(list(keys), use_threads=False)
     except TypeError:  # pyarrow < 12: no keyword arguments

@@ -124,8 +124,8 @@ def _values_as_uint64(arr: pa.Array, encode: bool = True) -> np.ndarray:
         return splitmix64(_binary_hash(arr))
     if pa.types.is_fixed_size_binary(t):
         return splitmix64(_fixed_binary_hash(arr))
-    if pa.types.is_decimal(t):
-        return _values_as_uint64(arr.cast(pa.string()))
+    if pa.types.is_decimal(t):  # its fixed-width storage (casting decimals to string needs pyarrow >= 11)
+        return splitmix64(_fixed_binary_hash(arr.view(pa.binary(t.byte_width))))
     if pa.types.is_null(t):
         return np.full(len(arr), NULL_HASH, dtype=np.uint64)
     if arr.null_count and not pa.types.is_temporal(t):
