@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deeprc_core import env_vars
 from tests.support.cluster import Cluster, _kill_group
 from tests.support.ranks import REPO, RankResult, launcher_free_env
 
@@ -71,6 +73,9 @@ def launch(
     if kill_on_bad_exit is False and "DEEPRC_COMM_TIMEOUT" not in (env or {}):
         del base["DEEPRC_COMM_TIMEOUT"]  # fault tests: the default bound
     base.update(env or {})
+    # Jobs started without deeprc-launch share the TCP communicator's secret the documented way:
+    # one value exported to every rank (srun/mpirun/torchrun pass the environment on).
+    base.setdefault(env_vars.JOB_SECRET, secrets.token_hex(32))
     py = sys.executable
     body = rank_command(file, func, outdir, args)
     nodes = [n.name for n in cluster.compute]
