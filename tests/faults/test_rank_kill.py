@@ -123,6 +123,6 @@ def test_sigkill_under_deeprc_launch(pilot_service: Path, tmp_path: Path, record
         [*cmd, str(tmp_path)],
         {**os.environ},
         tmp_path,
-        ("rank 1 failed first",),
+        ("rank 1 (on ", ") failed first"),  # the summary names the rank and its node
         record,
     )
