@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-#: Exit codes that mean "killed because another rank failed" (SIGTERM, SIGKILL), not "failed first".
-KILLED_CODES = (128 + 15, 128 + 9, -15, -9)
+#: Exit codes that mean "stopped because another rank failed" (SIGTERM, the launcher's teardown), not
+#: "failed first". A SIGKILL is not among them: it comes from outside (the OOM killer, an operator, a
+#: fault) and is the root cause its peers then fail on; exit times order the rest.
+KILLED_CODES = (128 + 15, -15)
 
 
 @dataclass
