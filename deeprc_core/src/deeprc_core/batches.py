@@ -12,13 +12,13 @@ features / target           x                               y
 ==========================  ==============================  ===========================
 one numeric column          ``(B,)``                        ``(B,)``
 one fixed-size-list column  ``(B, F)``                      ``(B, T)``
-a list of columns           ``(B, F)`` (stacked per batch)  ``(B, T)`` (packed once)
+a list of columns           ``(B, F)`` (stacked per group)  ``(B, T)`` (packed once)
 with ``window``             ``(B, input_len, F)``           ``(B, horizon, T)``
 ==========================  ==============================  ===========================
 
 Copies: none for unshuffled batches of a single (or packed ``fixed_size_list``) column; a
-list of scalar feature columns is stacked per batch (``stack``: one copy of that batch,
-never of the table); a shuffled batch is one gather of that batch only; a dtype cast or a
+list of scalar feature columns is stacked from the column views, one copy per group of
+``STACK_GROUP`` batches (``stack``; each batch a view of its group, never a copy of the table); a shuffled batch is one gather of that batch only; a dtype cast or a
 chunked column is one copy of that column at setup (``cast``, ``combine``); a global
 shuffle moves the table once per epoch. All are counted in :func:`deeprc_core.copy_stats`.
 """
