@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -32,7 +33,7 @@ from typing import Any
 
 from .descriptions import JobSpec, PilotSpec, task_description
 from .output import Tailer, follow, prepare_run_dir
-from .resources import LOCAL_RESOURCE, deeprc_home
+from .resources import LOCAL_RESOURCE, deeprc_home, is_local
 from .service_guard import lock_held, lock_path, process_start_time, remove_stale, signal_service, take_lock
 from .service_protocol import BadRequest, LineReader, job_from_request, parse_request
 
@@ -419,8 +420,14 @@ def _wait_active(proc: subprocess.Popen[bytes], deadline: float, tail: Tailer, q
     return None
 
 
-def _stop_starting(proc: subprocess.Popen[bytes], rep: Any) -> None:
-    """Stop a ``serve`` that is still starting its pilot, and wait until it released it."""
+def _stop_starting(proc: subprocess.Popen[bytes], rep: Any, log_from: int, resource: str) -> None:
+    """Stop a ``serve`` that is still starting its pilot, and wait until it released it.
+
+    A local pilot's processes are then reaped from this side too: a ``serve`` killed after the
+    180 s grace (or one that died) cannot reap them itself.
+    """
+    from .session import reap_local_session
+
     if proc.poll() is None:
         proc.terminate()
     try:
@@ -429,6 +436,12 @@ def _stop_starting(proc: subprocess.Popen[bytes], rep: Any) -> None:
         rep(f"pilot service (pid {proc.pid}) did not stop within 180 s; killing it")
         proc.kill()
         proc.wait()
+    if is_local(resource):
+        with log_path().open("rb") as fh:
+            fh.seek(log_from)
+            sids = set(re.findall(r"session (rp\.session\.[\w.-]+)\)", fh.read().decode(errors="replace")))
+        for sid in sids:
+            reap_local_session(sid, rep, settle_s=1.0)
 
 
 def _up(argv: list[str]) -> int:
@@ -448,12 +461,12 @@ def _up(argv: list[str]) -> int:
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     rep(f"pilot service starting (pid {proc.pid}, resource {ns.resource or LOCAL_RESOURCE}); log {log_path()}")
     tail = Tailer(log_path(), sys.stderr, "  ")
-    tail._pos = log.tell()
+    tail._pos = log_from = log.tell()
     try:
         st = _wait_active(proc, time.monotonic() + ns.timeout, tail, ns.quiet)
     except KeyboardInterrupt:
         rep(f"interrupted: stopping the pilot service that was starting (pid {proc.pid}) and its pilot")
-        _stop_starting(proc, rep)
+        _stop_starting(proc, rep, log_from, ns.resource or LOCAL_RESOURCE)
         return EXIT_INTERRUPTED
     if st is not None:
         if st.get("pid") != proc.pid:
@@ -462,7 +475,7 @@ def _up(argv: list[str]) -> int:
         return 0
     if proc.poll() is None:
         rep("pilot service did not become active in time; stopping it")
-        _stop_starting(proc, rep)
+        _stop_starting(proc, rep, log_from, ns.resource or LOCAL_RESOURCE)
         return 1
     tail.poll(final=True)
     rep(f"pilot service failed to start (exit {proc.returncode}); see {log_path()}")

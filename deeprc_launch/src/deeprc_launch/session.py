@@ -176,43 +176,9 @@ class PilotSession:
             self.session.close(download=False, terminate=True)
         finally:
             if is_local(self.spec.resource):
-                self._reap_local(sid)
+                reap_local_session(sid, self.progress)
             if not self.keep_sandbox:
                 self._remove_sandboxes(sid, sandbox)
-
-    def _reap_local(self, sid: str) -> None:
-        """End processes a local pilot left behind (an agent killed mid-task orphans its components).
-
-        Only processes of this user whose working folder is inside this session's folders.
-        """
-        roots = [
-            str(Path.home() / "radical.pilot.sandbox" / sid),
-            str(Path(os.environ.get("RADICAL_PILOT_BASE", os.getcwd())) / sid),
-        ]
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                cwd = os.readlink(entry / "cwd")
-            except OSError:
-                continue
-            if any(cwd == r or cwd.startswith(r + "/") for r in roots):
-                found.append(int(entry.name))
-        if not found:
-            return
-        self.progress(f"ending {len(found)} process(es) the pilot left behind")
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for pid in found:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + 3.0
-            while (
-                sig == signal.SIGTERM
-                and time.monotonic() < deadline
-                and any(Path(f"/proc/{p}").exists() for p in found)
-            ):
-                time.sleep(0.1)
 
     def _remove_sandboxes(self, sid: str, pilot_sandbox: str | None) -> None:
         paths = [Path(os.environ.get("RADICAL_PILOT_BASE", os.getcwd())) / sid]
@@ -229,3 +195,67 @@ class PilotSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def session_roots(sid: str) -> list[str]:
+    """The folders a local pilot of session ``sid`` works in (its sandbox and the client's session folder)."""
+    return [
+        str(Path.home() / "radical.pilot.sandbox" / sid),
+        str(Path(os.environ.get("RADICAL_PILOT_BASE", os.getcwd())) / sid),
+    ]
+
+
+def _processes_in(roots: list[str]) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:  # gone, a zombie, or not ours
+            continue
+        if any(cwd == r or cwd.startswith(r + "/") for r in roots):
+            found.add(int(entry.name))
+    return found
+
+
+def reap_local_session(sid: str, progress: Progress = _quiet, settle_s: float = 2.0, timeout_s: float = 30.0) -> int:
+    """End every process a local pilot of session ``sid`` left behind; returns how many were ended.
+
+    A process counts when its working folder lies inside the session's folders (:func:`session_roots`).
+    Each round freezes what it finds (SIGSTOP) and rescans before killing, because a bootstrapper
+    ended between a scan and its kill may already have forked the agent, which then outlives a
+    single snapshot; rounds repeat until the folders stay empty for ``settle_s``.
+    """
+    roots = session_roots(sid)
+    ended: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        found = _processes_in(roots)
+        if not found:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= settle_s:
+                break
+            time.sleep(0.2)
+            continue
+        quiet_since = None
+        frozen: set[int] = set()
+        while found - frozen:  # freeze until a rescan finds nobody new: frozen processes cannot fork
+            for pid in found - frozen:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGSTOP)
+            frozen |= found
+            found = _processes_in(roots)
+        for pid in frozen:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        ended |= frozen
+    left = _processes_in(roots)
+    if ended:
+        progress(f"ended {len(ended)} process(es) the pilot left behind")
+    if left:
+        progress(
+            f"warning: {len(left)} process(es) of session {sid} still running after {timeout_s:.0f} s: {sorted(left)}"
+        )
+    return len(ended)
