@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import warnings
 import weakref
 from decimal import Decimal
 from pathlib import Path
@@ -278,10 +279,33 @@ def test_to_dlpack_safe_is_zero_copy_for_writable_memory() -> None:
     w = d.sliding_windows(v, 4)
     with d.counting_copies() as copies:
         assert d.to_dlpack_safe(v) is v
-        alias = d.to_dlpack_safe(w)
+        alias = d.to_dlpack_safe(w, readonly="share")
     assert copies.count == {}
     assert address(alias) == address(w) and alias.strides == w.strides and (alias == w).all()
     alias.__dlpack__()  # legacy (unversioned) export works: no read-only flag to refuse it
+
+
+def test_one_read_only_policy_for_every_consumer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The policy torch and tf both use: one function, one copy label, one warning."""
+    from deeprc_core import views
+
+    monkeypatch.setattr(views, "_warned_shared", False)
+    w = d.sliding_windows(d.column_view(pa.table({"x": pa.array(np.arange(12.0))}), "x"), 4)
+    mapped = d.column_view(_mapped_table(tmp_path), "x")
+    with d.counting_copies() as copies:
+        with pytest.warns(d.ReadOnlyBatchWarning, match="read-only views"):
+            shared = d.to_dlpack_safe(w)  # auto: a flagged view of writable memory is shared, said once
+        assert address(shared) == address(w)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            d.to_dlpack_safe(w)  # ... only once
+        copied = d.to_dlpack_safe(w, readonly="copy")
+        assert not np.shares_memory(copied, w) and (copied == w).all()
+        # An immutable consumer (TensorFlow) aliases even read-only memory: it never writes.
+        immutable = d.to_dlpack_safe(mapped, "error", consumer_writes=False)
+        assert address(immutable) == address(mapped)
+        immutable.__dlpack__()
+    assert copies.count == {"readonly": 1}
 
 
 def test_views_speak_dlpack() -> None:

@@ -43,6 +43,8 @@ if TYPE_CHECKING:  # the static view of the lazy attributes below
     from .readers import read_csv, read_ipc, read_parquet
     from .table import GlobalTable
     from .views import (
+        ReadOnlyBatchWarning,
+        ReadOnlyPolicy,
         aligned_copy,
         array_view,
         column_view,
@@ -107,6 +109,8 @@ _LAZY = {
     "sliding_windows": "views",
     "take_rows": "views",
     "to_dlpack_safe": "views",
+    "ReadOnlyBatchWarning": "views",
+    "ReadOnlyPolicy": "views",
     "Window": "windows",
     "with_halo": "windows",
     "Wiring": "wiring",
@@ -156,6 +160,8 @@ __all__ = [
     "sliding_windows",
     "take_rows",
     "to_dlpack_safe",
+    "ReadOnlyBatchWarning",
+    "ReadOnlyPolicy",
     "with_halo",
     "CommError",
     "CommTimeoutError",

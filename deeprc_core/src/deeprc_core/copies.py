@@ -41,7 +41,7 @@ _stats = CopyStats()
 _logged: set[str] = set()
 
 #: Reasons that happen once per batch; logged once, counted always.
-PER_BATCH = frozenset({"gather", "window-gather", "stack", "pad", "tf-batch", "pin", "readonly-copy", "readonly"})
+PER_BATCH = frozenset({"gather", "window-gather", "stack", "pad", "tf-batch", "pin", "readonly"})
 
 
 def record_copy(reason: str, nbytes: int, what: str = "") -> None:

@@ -23,13 +23,15 @@ is False). DLPack consumers do not all honour that flag: ``torch.from_dlpack`` o
 read-only numpy array returns a *writable* tensor over the same memory (numpy >= 2 /
 torch >= 2.4 exchange DLPack 1.0, whose read-only bit torch ignores), and a write there
 segfaults. Adapters must therefore pass views through :func:`to_dlpack_safe`, which
-returns the view itself when its memory is writable and otherwise a counted copy
-(or raises, with ``readonly="error"``).
+returns the view itself when its memory is writable and otherwise applies the one
+read-only policy (``ReadOnlyPolicy``: a counted copy, an alias, or an error).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -243,55 +245,80 @@ def _owner(view: np.ndarray) -> object:
         obj = nxt
 
 
-def _last_array(view: np.ndarray) -> np.ndarray:
-    """The deepest ndarray in ``view``'s base chain (the one whose buffer is the real memory)."""
-    obj: object = view
-    last = view
-    while obj is not None:
-        if isinstance(obj, np.ndarray):
-            last = obj
-        nxt = getattr(obj, "base", None)
-        obj = None if nxt is obj else nxt
-    return last
+#: What an adapter does with a batch view flagged read-only (:func:`to_dlpack_safe`); one policy for every adapter.
+ReadOnlyPolicy = Literal["auto", "share", "copy", "error"]
+READONLY_POLICIES: tuple[str, ...] = ("auto", "share", "copy", "error")
+#: The one copy label of a read-only view copied for a consumer (``copy_stats()``), whatever the reason.
+READONLY_COPY = "readonly"
 
 
-#: What :func:`to_dlpack_safe` does with read-only memory.
-READONLY_POLICIES = ("copy", "error")
+class ReadOnlyBatchWarning(UserWarning):
+    """Batches share read-only memory with the table: reading is fine, in-place writes reach the table."""
 
 
-def to_dlpack_safe(view: np.ndarray, readonly: str = "copy", alignment: int | None = None) -> np.ndarray:
-    """``view`` in a form every DLPack consumer may alias safely: hand this to ``from_dlpack``.
+_warned_shared = False
 
-    A framework tensor must never be a writable alias of read-only memory (torch ignores
-    DLPack's read-only flag, and a write into a read-only memory map segfaults). When the
-    memory is writable the view itself comes back (zero-copy; a read-only *flag* on a view
-    of writable memory, as on sliding windows, is dropped so that legacy DLPack export
-    works). When it is read-only, ``readonly="copy"`` returns one copy (counted as
-    ``readonly``) and ``readonly="error"`` raises :class:`ZeroCopyError`. With
-    ``alignment`` a copy, if one is made, lies on that byte boundary.
+
+class _WritableAlias:
+    """Presents a view's memory as writable so numpy exports a legacy DLPack capsule / torch accepts it.
+
+    Holds the original view, so the Arrow buffer lives as long as the consumer's tensor does.
     """
+
+    def __init__(self, view: np.ndarray) -> None:
+        self.view = view
+        iface = dict(view.__array_interface__)
+        iface["data"] = (iface["data"][0], False)
+        self.__array_interface__ = iface
+
+
+def to_dlpack_safe(
+    view: np.ndarray,
+    readonly: ReadOnlyPolicy | str = "auto",
+    alignment: int | None = None,
+    *,
+    consumer_writes: bool = True,
+) -> np.ndarray:
+    """``view`` in a form a DLPack / ``from_numpy`` consumer may alias safely; the one read-only policy.
+
+    A writable view comes back as it is (zero-copy). A view flagged read-only is either
+    *read-only memory* (a memory-mapped file: a write there segfaults, and torch ignores
+    DLPack's read-only bit) or a read-only *flag* over writable memory (the strided windows
+    of ``window=``, where a write would reach the table and the overlapping windows):
+
+    * ``consumer_writes=False`` (TensorFlow: its tensors are immutable): an alias, never a copy;
+    * ``"auto"``: read-only memory is copied (counted as ``readonly``); a flagged view of
+      writable memory is aliased and :class:`ReadOnlyBatchWarning` says so once;
+    * ``"share"``: always alias (the caller promises never to write);
+    * ``"copy"``: always copy (counted as ``readonly``);
+    * ``"error"``: read-only memory raises :class:`ZeroCopyError`; flagged views are aliased.
+
+    With ``alignment`` a copy, if one is made, lies on that byte boundary.
+    """
+    global _warned_shared
     if readonly not in READONLY_POLICIES:
         raise ValueError(f"readonly={readonly!r}: choose one of {READONLY_POLICIES}")
-    if memory_is_readonly(view):
-        if readonly == "error":
+    if view.flags.writeable:
+        return view
+    if consumer_writes and readonly != "share":
+        unwritable = memory_is_readonly(view)
+        if readonly == "copy" or (readonly == "auto" and unwritable):
+            return aligned_copy(view, alignment or TF_ALIGNMENT, reason=READONLY_COPY)
+        if unwritable:  # readonly == "error"
             raise ZeroCopyError(
                 "this view is over read-only memory (e.g. a memory-mapped Arrow IPC file); a framework tensor "
                 "over it would be writable and a write would crash the process. Pass readonly='copy', read "
                 "the file with memory_map=False, or copy the columns once with deeprc_core.ensure_aligned"
             )
-        return aligned_copy(view, alignment or TF_ALIGNMENT, reason="readonly")
-    if view.flags.writeable:
-        return view
-    # Writable memory behind a read-only flag: rebuild the same view without the flag (no copy).
-    root = _last_array(view)
-    alias = (
-        np.ndarray(
-            view.shape, dtype=view.dtype, buffer=root, offset=address(view) - address(root), strides=view.strides
-        )
-        if root.flags.writeable
-        else aligned_copy(view, alignment or TF_ALIGNMENT, reason="readonly")
-    )
-    return alias
+        if readonly == "auto" and not _warned_shared:
+            _warned_shared = True
+            warnings.warn(
+                "Deep RC batches are read-only views of the table's memory (e.g. overlapping windows); "
+                "do not modify batch tensors in place (readonly='copy' copies them, counted).",
+                ReadOnlyBatchWarning,
+                stacklevel=4,
+            )
+    return np.asarray(_WritableAlias(view))
 
 
 def address(view: np.ndarray) -> int:

@@ -9,9 +9,10 @@ copy, counted by :func:`deeprc_core.copy_stats`).
 
 ``tf.experimental.dlpack.from_dlpack`` takes only legacy (unversioned) ``dltensor``
 capsules; ``ndarray.__dlpack__()`` without ``max_version`` gives one. numpy refuses to
-export a read-only array that way (memory-mapped Arrow files, sliding windows), so we
-export an alias of the same memory instead: TensorFlow tensors are immutable and
-never write through it.
+export a read-only array that way (memory-mapped Arrow files, sliding windows), so the
+core's read-only policy (:func:`deeprc_core.views.to_dlpack_safe`, ``consumer_writes=False``)
+gives an alias of the same memory instead: TensorFlow tensors are immutable and never
+write through it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from deeprc_core.views import TF_ALIGNMENT
+from deeprc_core.views import TF_ALIGNMENT, to_dlpack_safe
 
 from deeprc_core import aligned_copy, is_aligned
 
@@ -43,19 +44,6 @@ DLPACK_DTYPES = frozenset(
         np.complex128,
     )
 )
-
-
-class _WritableAlias:
-    """Presents a read-only view's memory as writable so numpy exports a legacy capsule.
-
-    Holds the original view, so the Arrow buffer lives as long as the tensor does.
-    """
-
-    def __init__(self, view: np.ndarray) -> None:
-        self.view = view
-        iface = dict(view.__array_interface__)
-        iface["data"] = (iface["data"][0], False)
-        self.__array_interface__ = iface
 
 
 def dlpack_ready(view: np.ndarray, alignment: int = TF_ALIGNMENT) -> bool:
@@ -90,8 +78,7 @@ def to_tensor(view: Any, alignment: int = TF_ALIGNMENT) -> Any:
     arr = tf_ready(view, alignment)
     if arr.size == 0:
         return tf.zeros(arr.shape, dtype=arr.dtype)
-    if not arr.flags.writeable:
-        arr = np.asarray(_WritableAlias(arr))
+    arr = to_dlpack_safe(arr, "share", consumer_writes=False)  # the core's read-only policy: TF never writes
     # The last line of defence: the alignment TF needs, proven on the exact array exported.
     if not dlpack_ready(arr, alignment):  # pragma: no cover - tf_ready guarantees it
         raise AssertionError("deeprc_tf: refusing to export a misaligned buffer to TensorFlow")

@@ -2,7 +2,8 @@
 
 ``torch.from_numpy`` shares the view's memory, so an unshuffled batch of a single (or
 packed) column is a tensor over the Arrow buffer itself. torch has no read-only tensors,
-so views flagged read-only get a policy (``readonly=``):
+so views flagged read-only follow the core's one policy, ``readonly=``
+(:func:`deeprc_core.views.to_dlpack_safe`):
 
 ``"auto"`` (default)
     memory that really cannot be written (a memory-mapped file: a write there would
@@ -12,29 +13,23 @@ so views flagged read-only get a policy (``readonly=``):
 ``"share"``
     always share (the caller promises not to write).
 ``"copy"``
-    always copy read-only batches (counted as ``readonly-copy``).
+    always copy read-only batches (counted as ``readonly``).
+``"error"``
+    raise on read-only memory instead of copying.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from deeprc_core.views import memory_is_readonly
+from deeprc_core.views import ReadOnlyBatchWarning, ReadOnlyPolicy, to_dlpack_safe
 
-from deeprc_core import Batch, record_copy
+from deeprc_core import Batch
 
-ReadOnlyPolicy = Literal["auto", "share", "copy"]
-
-
-class ReadOnlyBatchWarning(UserWarning):
-    """Batch tensors share read-only memory: reading is fine, in-place writes are undefined."""
-
-
-_warned = False
+__all__ = ["ReadOnlyBatchWarning", "ReadOnlyPolicy", "TensorBatch", "numpy_dtype", "to_tensor", "to_tensors"]
 
 
 @dataclass(frozen=True)
@@ -58,26 +53,9 @@ def numpy_dtype(dtype: Any) -> np.dtype:
 
 def to_tensor(view: np.ndarray, readonly: ReadOnlyPolicy = "auto") -> torch.Tensor:
     """A tensor sharing ``view``'s memory (see the module docstring for read-only views)."""
-    global _warned
-    if view.flags.writeable:  # is_writable(view), inlined: this runs for every batch
+    if view.flags.writeable:  # the common case, inlined: this runs for every batch
         return torch.from_numpy(view)
-    if readonly == "copy":
-        record_copy("readonly-copy", view.nbytes, "read-only batch")
-        return torch.from_numpy(np.array(view))
-    if readonly == "auto" and memory_is_readonly(view):  # a tensor must never alias unwritable memory
-        record_copy("readonly", view.nbytes, "batch over read-only memory")
-        return torch.from_numpy(np.array(view))
-    if not _warned:
-        _warned = True
-        warnings.warn(
-            "Deep RC batches are read-only views of the table's memory (e.g. overlapping windows); "
-            "do not modify batch tensors in place (readonly='copy' copies them, counted).",
-            ReadOnlyBatchWarning,
-            stacklevel=3,
-        )
-    with warnings.catch_warnings():  # torch's generic warning, replaced by the one above
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(view)
+    return torch.from_numpy(to_dlpack_safe(view, readonly))
 
 
 def to_tensors(batch: Batch, readonly: ReadOnlyPolicy = "auto") -> TensorBatch:
