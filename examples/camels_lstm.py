@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             strategy=strategy,
             window=train_window,
             val=splits.val,
-            val_window=window,  # validation scores every sequence, whatever the training stride
+            eval_window=window,  # validation scores every sequence, whatever the training stride
             shuffle=True,
             seed=args.seed,
         )

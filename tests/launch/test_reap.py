@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from deeprc_launch.session import _processes_in, reap_local_session, session_roots
 
 # A bootstrapper stand-in: ignores SIGTERM and forks a detached child every 10 ms (bootstrap_0.sh

@@ -90,11 +90,20 @@ def test_validation_and_windows() -> None:
     }
 
 
-def test_val_window_differs_from_the_training_window() -> None:
+def test_a_misspelt_batch_setting_names_the_accepted_ones() -> None:
+    """The same check and words as deeprc-torch: both take the core's BatchSettings."""
+    gt = GlobalTable(pa.table({"a": np.arange(64.0), "t": np.arange(64.0)}), LocalCommunicator())
+    with pytest.raises(TypeError, match=r"make_dataset: unknown keyword\(s\) \['shufle'\]; the batch settings"):
+        deeprc_tf.make_dataset(gt, ["a"], "t", 32, shufle=False)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"DeepRCSequence: unknown keyword\(s\) \['windows'\]"):
+        deeprc_tf.DeepRCSequence(gt, ["a"], "t", 32, windows=(8, 2))  # type: ignore[call-arg]
+
+
+def test_eval_window_differs_from_the_training_window() -> None:
     rows = 400
     table = pa.table({"a": np.arange(rows, dtype=np.float32), "t": np.arange(rows, dtype=np.float32)})
     gt = GlobalTable(table, LocalCommunicator())
-    data = deeprc_tf.make_dataset(gt, ["a"], "t", 32, window=(10, 1, 4), val=gt, val_window=(10, 1), shuffle=False)
+    data = deeprc_tf.make_dataset(gt, ["a"], "t", 32, window=(10, 1, 4), val=gt, eval_window=(10, 1), shuffle=False)
     windows = rows - 11 + 1
     assert data.steps_per_epoch == int(np.ceil(((windows - 1) // 4 + 1) / 32))
     assert data.validation_steps == int(np.ceil(windows / 32))
@@ -102,8 +111,11 @@ def test_val_window_differs_from_the_training_window() -> None:
     np.testing.assert_array_equal(x.numpy()[:3, 0, 0], [0, 1, 2])  # every window
     x, _ = next(iter(data.dataset))
     np.testing.assert_array_equal(x.numpy()[:3, 0, 0], [0, 4, 8])  # every 4th
-    with pytest.raises(ValueError, match="val_window= needs window="):
-        deeprc_tf.make_dataset(gt, ["a"], "t", 32, val=gt, val_window=(10, 1))
+    with pytest.raises(ValueError, match="eval_window= needs window="):
+        deeprc_tf.make_dataset(gt, ["a"], "t", 32, val=gt, eval_window=(10, 1))
+    with pytest.warns(DeprecationWarning, match="val_window"):  # the old name still works, with a warning
+        old = deeprc_tf.make_dataset(gt, ["a"], "t", 32, window=(10, 1, 4), val=gt, val_window=(10, 1), shuffle=False)
+    assert old.validation_steps == data.validation_steps
 
 
 def test_batch_size_must_be_a_positive_integer() -> None:

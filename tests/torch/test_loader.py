@@ -107,6 +107,14 @@ def test_bad_inputs_raise_clear_errors() -> None:
         dt.loader(table.slice_rows(0, 10), FEATURES, "OT", 4, window=(24, 6))
 
 
+def test_a_misspelt_batch_setting_names_the_accepted_ones() -> None:
+    """The same check and words as deeprc-tf: both take the core's BatchSettings."""
+    with pytest.raises(TypeError, match=r"deeprc_torch.loader: unknown keyword\(s\) \['shufle'\]; the batch settings"):
+        dt.loader(packed_table(64), "x", "y", 16, shufle=False)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"DeepRCDataModule: unknown keyword\(s\) \['windows'\]"):
+        dt.DeepRCDataModule(packed_table(64), "x", "y", 16, windows=(8, 2))  # type: ignore[call-arg]
+
+
 def test_readonly_windows_warn_once_or_copy() -> None:
     table = packed_table(200)
     loader = dt.loader(table, "x", "y", 16, shuffle=False, window=(8, 2))

@@ -33,19 +33,24 @@ ends on its own. :meth:`DistributedData.fit_kwargs` holds all of them.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from deeprc_core.adapter import Source, resolve_source, warn_plan
-from deeprc_core.plan import EvenPolicy, positive_int
+from deeprc_core.batch_settings import BatchOptions, BatchSettings
+from deeprc_core.plan import positive_int
 from deeprc_core.views import TF_ALIGNMENT, aligned_empty, is_aligned
 from deeprc_core.windows import Window
 
 from deeprc_core import EpochRows, TableBatches, detect_wiring, record_copy
 
 from .tensors import to_tensor
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 @dataclass
@@ -308,17 +313,11 @@ def make_dataset(
     global_batch_size: int,
     *,
     strategy: Any = None,
-    shuffle: bool | str = True,
-    seed: int = 0,
-    even: EvenPolicy = "drop",
-    window: Window | Sequence[int] | dict[str, Any] | None = None,
     val: Source | None = None,
-    val_window: Window | Sequence[int] | dict[str, Any] | None = None,
-    dropna_target: bool = True,
-    dtype: Any = np.float32,
-    drop_last: bool = False,
     prefetch: int = 2,
     record: bool = False,
+    val_window: Window | Sequence[int] | dict[str, Any] | None = None,
+    **options: Unpack[BatchOptions],
 ) -> DistributedData:
     """This rank's partition of ``source`` as a distributed dataset for ``model.fit`` (collective).
 
@@ -326,12 +325,15 @@ def make_dataset(
     a folder, each rank reading its share) or a function returning a GlobalTable — the
     sources deeprc-torch takes (:func:`deeprc_core.adapter.resolve_source`).
 
-    ``features``/``target``/``window``/``even``/``shuffle`` mean what they mean in
-    :class:`deeprc_core.TableBatches` (and deeprc-torch). ``global_batch_size`` is the
+    The batch settings (``shuffle``, ``seed``, ``even``, ``window``, ``eval_window``,
+    ``drop_last``, ``dropna_target``, ``dtype``, ``readonly``) are the core's
+    :class:`~deeprc_core.batch_settings.BatchSettings`: the same keywords, types and checks
+    as in deeprc-torch. ``global_batch_size`` is the
     batch of one step across all replicas; each replica gets
     ``global_batch_size / num_replicas_in_sync``. ``val`` is an optional validation
-    table (same columns), read in order, in windows of ``val_window`` (default: ``window``;
-    e.g. stride 1 to score every window while training on every k-th). ``record=True``
+    table (same columns), read in order, in windows of ``eval_window`` (default: ``window``;
+    e.g. stride 1 to score every window while training on every k-th; ``val_window`` is its
+    deprecated old name). ``record=True``
     keeps the global ids of every training batch served (:attr:`DistributedData.served`),
     to check coverage.
 
@@ -340,6 +342,14 @@ def make_dataset(
     """
     import tensorflow as tf
 
+    if val_window is not None:
+        warnings.warn(
+            "make_dataset(val_window=...) is deprecated: pass eval_window=, the name every Deep RC adapter uses",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        options.setdefault("eval_window", val_window)
+    settings = BatchSettings.from_options("make_dataset", options)
     strategy = tf.distribute.get_strategy() if strategy is None else strategy
     source = resolve_source(source, "make_dataset")
     val = None if val is None else resolve_source(val, "make_dataset val")
@@ -359,21 +369,9 @@ def make_dataset(
             f"{replicas} replicas in sync"
         )
     per_replica = global_batch_size // replicas
-    if val_window is not None and window is None:
-        raise ValueError("make_dataset: val_window= needs window= (the model takes windows or rows, not both)")
-    common = dict(even=even, dropna_target=dropna_target, dtype=dtype, align=TF_ALIGNMENT)
     train = BatchStream(
-        TableBatches(
-            source,
-            features,
-            target,
-            per_replica * local_replicas,
-            shuffle=shuffle,
-            seed=seed,
-            drop_last=drop_last,
-            window=window,
-            what="make_dataset",
-            **common,
+        settings.table_batches(
+            source, features, target, per_replica * local_replicas, align=TF_ALIGNMENT, what="make_dataset"
         ),
         local_replicas,
         record,
@@ -382,15 +380,14 @@ def make_dataset(
     validation = None
     if val is not None:
         validation = BatchStream(
-            TableBatches(
+            settings.table_batches(
                 val,
                 features,
                 target,
                 per_replica * local_replicas,
-                shuffle=False,
-                window=window if val_window is None else val_window,
+                evaluation=True,
+                align=TF_ALIGNMENT,
                 what="make_dataset val",
-                **common,
             ),
             local_replicas,
         )

@@ -12,24 +12,25 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
-import numpy as np
 from deeprc_core.adapter import Source, resolve_source, warn_plan
-from deeprc_core.plan import EvenPolicy
+from deeprc_core.batch_settings import BatchOptions, BatchSettings
 from deeprc_core.views import TF_ALIGNMENT
-from deeprc_core.windows import Window
 
-from deeprc_core import Batch, TableBatches
+from deeprc_core import Batch
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class DeepRCSequence(keras.utils.PyDataset):
     """Batches of this rank's partition, in the agreed plan's order, as numpy views.
 
-    Arguments mirror :func:`deeprc_tf.make_dataset` (``batch_size`` is this process's
-    batch); ``workers``, ``use_multiprocessing`` and ``max_queue_size`` go to
-    ``keras.utils.PyDataset``. Each Keras epoch (``on_epoch_end``) starts the plan's
+    The batch settings are the core's (:class:`~deeprc_core.batch_settings.BatchSettings`,
+    as in :func:`deeprc_tf.make_dataset`; ``batch_size`` is this process's batch);
+    ``workers``, ``use_multiprocessing`` and ``max_queue_size`` go to ``keras.utils.PyDataset``. Each Keras epoch (``on_epoch_end``) starts the plan's
     next epoch, so ``shuffle=True`` gives a new order every epoch.
     """
 
@@ -40,31 +41,16 @@ class DeepRCSequence(keras.utils.PyDataset):
         target: str | Sequence[str] | None,
         batch_size: int,
         *,
-        shuffle: bool | str = True,
-        seed: int = 0,
-        even: EvenPolicy = "drop",
-        window: Window | Sequence[int] | dict[str, Any] | None = None,
-        dropna_target: bool = True,
-        dtype: Any = np.float32,
-        drop_last: bool = False,
-        **kwargs: Any,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 10,
+        **options: Unpack[BatchOptions],
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        settings = BatchSettings.from_options("DeepRCSequence", options)
         align = TF_ALIGNMENT if keras.backend.backend() == "tensorflow" else None
-        self.batches = TableBatches(
-            resolve_source(source, "DeepRCSequence"),
-            features,
-            target,
-            batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            even=even,
-            window=window,
-            dropna_target=dropna_target,
-            dtype=dtype,
-            drop_last=drop_last,
-            align=align,
-            what="DeepRCSequence",
+        self.batches = settings.table_batches(
+            resolve_source(source, "DeepRCSequence"), features, target, batch_size, align=align, what="DeepRCSequence"
         )
         warn_plan(self.batches, "DeepRCSequence")
         self.epoch = 0

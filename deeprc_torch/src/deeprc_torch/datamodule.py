@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from deeprc_core.adapter import check_resumable, warn_plan
+from deeprc_core.batch_settings import BatchOptions, BatchSettings
 from deeprc_core.plan import positive_int
 from deeprc_core.prediction import prediction_batches
 
@@ -26,7 +27,9 @@ from deeprc_core import GlobalTable, TableBatches
 
 from .loaders import BatchStream, DeepRCDataLoader, Transform
 from .sources import Source, resolve, split_table
-from .tensors import ReadOnlyPolicy, numpy_dtype
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # Lightning warns about any IterableDataset with __len__; ours is exact on every rank and with workers.
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
@@ -72,7 +75,12 @@ class DataModuleLogic:
             ``as_dict``: ``{"x", "y", "index"[, "padded"]}`` instead.
         dtype: of x and y (float32 by default).
         readonly: ``"auto"`` (default: copy batches of unwritable memory such as memory-mapped files, counted;
-            share read-only window views), ``"share"`` or ``"copy"`` (see :mod:`deeprc_torch.tensors`).
+            share read-only window views), ``"share"``, ``"copy"`` or ``"error"`` (see :mod:`deeprc_torch.tensors`).
+
+    ``shuffle``, ``seed``, ``even``, ``window``, ``eval_window``, ``drop_last``, ``dropna_target``,
+    ``dtype`` and ``readonly`` are the core's batch settings
+    (:class:`deeprc_core.batch_settings.BatchSettings`, kept in :attr:`settings`): the same keywords,
+    types and checks in every adapter.
 
     Shapes (B batch, F features, T targets): ``x`` is ``(B, F)`` (``(B,)`` for one scalar column),
     ``y`` ``(B, T)`` (``(B,)`` for one target column); with ``window``, ``(B, input_len, F)`` and
@@ -93,25 +101,19 @@ class DataModuleLogic:
         predict: Source | None = None,
         split: Sequence[float] | None = None,
         split_random: bool = False,
-        shuffle: bool | str = True,
-        seed: int = 0,
-        even: str = "drop",
-        window: Any = None,
-        drop_last: bool = False,
+        eval_batch_size: int | None = None,
         pin_memory: bool | Literal["auto"] = "auto",
         prefetch: int = 2,
         num_workers: int = 0,
         transform: Transform | None = None,
         return_index: bool = False,
         as_dict: bool = False,
-        dtype: Any = torch.float32,
-        eval_batch_size: int | None = None,
-        readonly: ReadOnlyPolicy = "auto",
-        eval_window: Any = None,
+        **options: Unpack[BatchOptions],
     ) -> None:
         super().__init__()
         if split is not None and (val is not None or test is not None):
             raise ValueError("give either split= or val=/test=, not both")
+        self.settings = BatchSettings.from_options("DeepRCDataModule", options)
         batch_size = positive_int(batch_size, "batch_size", "DeepRCDataModule")
         if eval_batch_size is not None:
             eval_batch_size = positive_int(eval_batch_size, "eval_batch_size", "DeepRCDataModule")
@@ -120,17 +122,8 @@ class DataModuleLogic:
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.split, self.split_random = split, split_random
-        self.shuffle, self.seed, self.even = shuffle, int(seed), even
-        self.window, self.drop_last = window, drop_last
-        self.eval_window = window if eval_window is None else eval_window
-        if (self.window is None) != (self.eval_window is None):
-            raise ValueError(
-                "eval_window= needs window= (batches of rows and of windows cannot be mixed across splits)"
-            )
         self.pin_memory, self.prefetch, self.num_workers = pin_memory, int(prefetch), int(num_workers)
         self.transform, self.return_index, self.as_dict = transform, return_index, as_dict
-        self.dtype = numpy_dtype(dtype)
-        self.readonly = readonly
         self.tables: dict[Split, GlobalTable] = {}
         self.batches: dict[Split, TableBatches] = {}
         self._train_loader: DeepRCDataLoader | None = None
@@ -144,7 +137,7 @@ class DataModuleLogic:
                 raise ValueError("split= needs a source")
             whole = resolve(self.sources["train"], "DeepRCDataModule source")  # type: ignore[arg-type]
             for name, part in zip(
-                ("train", "val", "test"), split_table(whole, self.split, self.split_random, self.seed)
+                ("train", "val", "test"), split_table(whole, self.split, self.split_random, self.settings.seed)
             ):
                 self.tables[name] = part  # type: ignore[index]
         for name in wanted:
@@ -173,22 +166,17 @@ class DataModuleLogic:
                 self.features,
                 target,
                 self.eval_batch_size,
-                window=self.eval_window,
-                dtype=self.dtype,
+                window=self.settings.eval_window,
+                dtype=self.settings.dtype,
                 what="DeepRCDataModule predict",
             )
             return batches  # its padding is expected (GatherPredictions removes it): no warning
-        batches = TableBatches(
+        batches = self.settings.table_batches(
             table,
             self.features,
             target,
             self.batch_size if train else self.eval_batch_size,
-            shuffle=self.shuffle if train else False,
-            seed=self.seed,
-            even=self.even,  # type: ignore[arg-type]
-            drop_last=self.drop_last if train else False,
-            window=self.window if train else self.eval_window,
-            dtype=self.dtype,
+            evaluation=not train,
             what=f"DeepRCDataModule {name}",
         )
         warn_plan(batches, f"DeepRCDataModule {name}")
@@ -215,7 +203,7 @@ class DataModuleLogic:
             return_index=self.return_index,
             as_dict=self.as_dict,
             transform=self.transform,
-            readonly=self.readonly,
+            readonly=self.settings.readonly,
         )
         return DeepRCDataLoader(
             stream, num_workers=self.num_workers, device=device if pin else None, pin_memory=pin, prefetch=self.prefetch

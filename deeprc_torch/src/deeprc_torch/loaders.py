@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from deeprc_core.adapter import EpochCursor, resolve_source, warn_plan
-from deeprc_core.plan import EvenPolicy
+from deeprc_core.batch_settings import BatchOptions, BatchSettings
 from torch.utils.data import DataLoader, IterableDataset, Sampler, get_worker_info
 
 from deeprc_core import GlobalTable, TableBatches
 
 from .staging import staged
-from .tensors import ReadOnlyPolicy, TensorBatch, numpy_dtype, to_tensor, to_tensors
+from .tensors import ReadOnlyPolicy, TensorBatch, to_tensor, to_tensors
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 Transform = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -190,11 +193,6 @@ def loader(
     target: str | Sequence[str] | None,
     batch_size: int,
     *,
-    shuffle: bool | str = True,
-    seed: int = 0,
-    even: EvenPolicy = "drop",
-    window: Any = None,
-    drop_last: bool = False,
     device: torch.device | str | None = None,
     pin_memory: bool | str = "auto",
     prefetch: int = 2,
@@ -202,35 +200,27 @@ def loader(
     transform: Transform | None = None,
     return_index: bool = False,
     as_dict: bool = False,
-    dtype: Any = torch.float32,
-    readonly: ReadOnlyPolicy = "auto",
+    **options: Unpack[BatchOptions],
 ) -> DeepRCDataLoader:
     """This rank's batches of ``source`` for a plain PyTorch loop (collective: agrees the plan).
 
-    The same batches as :class:`DeepRCDataModule`'s training loader. ``device`` (e.g.
-    ``"cuda"``) makes batches arrive there through pinned staging ``prefetch`` batches
-    ahead (``pin_memory="auto"``: with CUDA). Call ``set_epoch(e)`` each epoch, or just
-    iterate again: a finished epoch advances to the next one.
+    The same batches as :class:`DeepRCDataModule`'s training loader; the batch settings
+    (``shuffle``, ``seed``, ``even``, ``window``, ``drop_last``, ``dropna_target``, ``dtype``,
+    ``readonly``) are the core's :class:`~deeprc_core.batch_settings.BatchSettings`, the same
+    in every adapter. ``device`` (e.g. ``"cuda"``) makes batches arrive there through pinned
+    staging ``prefetch`` batches ahead (``pin_memory="auto"``: with CUDA). Call
+    ``set_epoch(e)`` each epoch, or just iterate again: a finished epoch advances to the next one.
     """
+    settings = BatchSettings.from_options("deeprc_torch.loader", options)
     table = resolve_source(source, "deeprc_torch.loader")
-    batches = TableBatches(
-        table,
-        features,
-        target,
-        batch_size,
-        shuffle=shuffle,
-        seed=seed,
-        even=even,
-        window=window,
-        drop_last=drop_last,
-        dtype=numpy_dtype(dtype),
-        what="deeprc_torch.loader",
-    )
+    batches = settings.table_batches(table, features, target, batch_size, what="deeprc_torch.loader")
     warn_plan(batches, "deeprc_torch.loader")
     dev = None if device is None else torch.device(device)
     if dev is not None and dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", torch.cuda.current_device())
     cuda = dev is not None and dev.type == "cuda"
     pin = cuda if pin_memory == "auto" else bool(pin_memory) and cuda
-    stream = BatchStream(batches, return_index=return_index, as_dict=as_dict, transform=transform, readonly=readonly)
+    stream = BatchStream(
+        batches, return_index=return_index, as_dict=as_dict, transform=transform, readonly=settings.readonly
+    )
     return DeepRCDataLoader(stream, num_workers=num_workers, device=dev, pin_memory=pin, prefetch=prefetch)

@@ -1,0 +1,57 @@
+"""The one batch-settings record every adapter takes (deeprc_core.batch_settings)."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import fields
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from deeprc_core.batch_settings import BatchOptions, BatchSettings, as_numpy_dtype
+
+from deeprc_core import GlobalTable, LocalCommunicator, Window
+
+
+def test_the_keywords_and_the_record_list_the_same_settings() -> None:
+    assert set(typing.get_type_hints(BatchOptions)) == {f.name for f in fields(BatchSettings)}
+
+
+def test_options_are_checked_and_normalised_once() -> None:
+    s = BatchSettings.from_options("x", {"shuffle": True, "window": (8, 2), "dtype": "float64", "seed": "3"})
+    assert s.shuffle == "local" and s.window == Window(8, 2) and s.eval_window == s.window
+    assert s.dtype == np.float64 and s.seed == 3
+    ev = s.for_eval()
+    assert ev.shuffle == "none" and not ev.drop_last and ev.window == s.eval_window
+    with pytest.raises(TypeError, match=r"loader: unknown keyword\(s\) \['shufle'\]; the batch settings are \["):
+        BatchSettings.from_options("loader", {"shufle": True})
+    with pytest.raises(ValueError, match="make_dataset: even='odd'"):
+        BatchSettings.from_options("make_dataset", {"even": "odd"})
+    with pytest.raises(ValueError, match="readonly="):
+        BatchSettings.from_options("x", {"readonly": "maybe"})
+    with pytest.raises(ValueError, match="eval_window= needs window="):
+        BatchSettings.from_options("x", {"eval_window": (8, 2)})
+    with pytest.raises(ValueError, match="shuffle='global' cannot be combined with window="):
+        BatchSettings.from_options("x", {"shuffle": "global", "window": (8, 2)})
+
+
+def test_framework_dtypes_become_numpy_dtypes_without_importing_the_framework() -> None:
+    class TorchLike:  # what torch.float16 prints as
+        def __str__(self) -> str:
+            return "torch.float16"
+
+    class TfLike:
+        as_numpy_dtype = np.int32
+
+    assert as_numpy_dtype(TorchLike()) == np.float16
+    assert as_numpy_dtype(TfLike()) == np.int32
+    assert as_numpy_dtype(np.float32) == np.float32 and as_numpy_dtype("float64") == np.float64
+
+
+def test_table_batches_of_training_and_evaluation_splits() -> None:
+    t = GlobalTable(pa.table({"a": np.arange(100.0), "y": np.arange(100.0)}), LocalCommunicator())
+    s = BatchSettings.from_options("x", {"window": (10, 1, 5), "eval_window": (10, 1), "drop_last": True})
+    train = s.table_batches(t, "a", "y", 8)
+    evaluation = s.table_batches(t, "a", "y", 8, evaluation=True)
+    assert train.window == Window(10, 1, 5) and evaluation.window == Window(10, 1)
+    assert train.num_samples < evaluation.num_samples
