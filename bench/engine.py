@@ -8,7 +8,8 @@ of a conda/HPC-module pycylon), Cylon runs on the same ranks and data, called di
 (``pycylon``: its sort-join, distributed sort, hash group-by) and through Deep RC's
 adapter (``deeprc-cylon``), in rounds interleaved with the built-in engine so that load
 changes hit every engine alike. The single-process libraries run on the same total data.
-Reported: the median over all rounds and ``--repeats`` of the slowest rank's time, ratios
+The single-process baselines run in every round too (their figure: the median of the
+rounds' medians). Reported: the median over all rounds and ``--repeats`` of the slowest rank's time, ratios
 to pandas, the built-in engine's time over Cylon's and DuckDB's, and each rank's join
 memory (see :func:`join_memory`).
 
@@ -369,8 +370,9 @@ def main() -> None:
             engines["pycylon"] = ("pycylon", cylon)
             engines["deeprc-cylon"] = ("cylon", cylon)
         samples: dict[str, dict[str, list[float]]] = {e: {op: [] for op in OPS} for e in engines}
+        base_samples: dict[str, dict[str, list[float]]] = {}
         peak_ratio = None
-        for rnd in range(args.rounds):  # interleaved, so load changes hit every engine alike
+        for rnd in range(args.rounds):  # interleaved, baselines too, so load changes hit every engine alike
             for name, (engine, python) in engines.items():
                 print(f"[bench] {name} {label}, round {rnd + 1}/{args.rounds}: N={args.rows:,} ...", flush=True)
                 d = run_ranks(p, args.rows, args.repeats, engine=engine, python=python)
@@ -378,8 +380,16 @@ def main() -> None:
                     samples[name][op] += d["times"][op]
                 if d["mem"]:
                     peak_ratio = max(m["ratio"] for m in d["mem"])
-        base = baselines(p, args.rows, args.repeats)
-        print(f"[bench]   baselines on {p * args.rows:,} rows/table: " + ", ".join(base), flush=True)
+            round_base = baselines(p, args.rows, args.repeats)
+            print(
+                f"[bench]   baselines on {p * args.rows:,} rows/table, round {rnd + 1}/{args.rounds}: "
+                + ", ".join(round_base),
+                flush=True,
+            )
+            for lib, t in round_base.items():
+                for op in OPS:
+                    base_samples.setdefault(lib, {o: [] for o in OPS})[op].append(t[op])
+        base = {lib: {op: statistics.median(v) for op, v in per_op.items()} for lib, per_op in base_samples.items()}
         for op in OPS:
             pandas_t = base["pandas"][op]
             for name in engines:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -94,3 +95,49 @@ def test_bucketed_local_join_matches_reference(how: str, monkeypatch: pytest.Mon
     got = local_join(left, nested, plan_join(left.schema, nested.schema, on="k", how=how))
     assert all(n is None or n == [w] for n, w in zip(got.column("n").to_pylist(), got.column("w").to_pylist()))
     assert _canon(got.select(["k", "v", "w"])) == reference_join(lrows, rrows, how)
+
+
+dense_rows = st.lists(st.tuples(st.integers(-5, 5), st.integers(-100, 100)), max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    dense_rows, dense_rows, st.sampled_from(["inner", "left", "right"]), st.sampled_from(["int64", "int8", "uint32"])
+)
+def test_dense_key_join_matches_reference(lrows: list, rrows: list, how: str, key_type: str) -> None:
+    """The direct-addressing join (one integer key, no nulls) gives exactly the reference join."""
+    from deeprc_core.engine import dense_join
+
+    kt = pa.int64() if key_type == "int64" else pa.int8() if key_type == "int8" else pa.uint32()
+    lrows = [(k if kt != pa.uint32() else abs(k), v) for k, v in lrows]
+    rrows = [(k if kt != pa.uint32() else abs(k), v) for k, v in rrows]
+    left = pa.table({"k": pa.array([r[0] for r in lrows], kt), "v": pa.array([r[1] for r in lrows], pa.int64())})
+    right = pa.table({"k": pa.array([r[0] for r in rrows], kt), "w": pa.array([r[1] for r in rrows], pa.int64())})
+    plan = plan_join(left.schema, right.schema, on="k", how=how)
+    old = dense_join.MIN_ROWS, dense_join.PROBE_ROWS
+    dense_join.MIN_ROWS, dense_join.PROBE_ROWS = 0, 4  # tiny tables take the dense path, probed 4 rows at a time
+    try:
+        found = dense_join.dense_join_indices(left.column("k"), right.column("k"), how == "left")
+        got = local_join(left, right, plan)
+    finally:
+        dense_join.MIN_ROWS, dense_join.PROBE_ROWS = old
+    if lrows and rrows:
+        assert found is not None  # the span of -5..5 is dense: the direct-addressing path ran
+    assert got.column_names == ["k", "v", "w"] and got.schema.field("k").type == kt
+    assert _canon(got) == reference_join(lrows, rrows, how)
+
+
+def test_dense_join_declines_what_it_cannot_do() -> None:
+    from deeprc_core.engine.dense_join import dense_join_indices
+
+    n = 10_000
+    ints = pa.chunked_array([pa.array(np.arange(n))])
+    assert dense_join_indices(ints, ints, False) is not None
+    sparse = pa.chunked_array([pa.array(np.arange(n) * 1000)])
+    assert dense_join_indices(ints, sparse, False) is None  # range 1000x the rows: a hash join's job
+    with_null = pa.chunked_array([pa.array([None, *range(n)])])
+    assert dense_join_indices(ints, with_null, False) is None
+    floats = pa.chunked_array([pa.array(np.arange(n, dtype=np.float64))])
+    assert dense_join_indices(floats, floats, False) is None
+    big = pa.chunked_array([pa.array(np.array([2**63 + 5] * n, dtype=np.uint64))])
+    assert dense_join_indices(big, big, False) is None

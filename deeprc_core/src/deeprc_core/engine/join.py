@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from ..comm.base import Communicator
 from ..errors import SchemaError
+from .dense_join import dense_join_indices
 from .hashing import hash_rows
 from .partition import hash_shuffle
 from .select import as_list, missing_columns
@@ -132,6 +133,34 @@ def bucketed(table: pa.Table, keys: Sequence[str], buckets: int) -> tuple[pa.Tab
     return out, [0, *(int(c) for c in np.cumsum(counts))]
 
 
+def _dense_join(left: pa.Table, right: pa.Table, plan: JoinPlan) -> pa.Table | None:
+    """The join by direct addressing on one dense integer key (:mod:`.dense_join`), or None where it does not apply."""
+    if len(plan.left_on) != 1 or plan.how == "outer":
+        return None
+    lk, rk = left.column(plan.left_on[0]), right.column(plan.right_on[0])
+    right_join = plan.how == "right"  # then probe the right side and keep its unmatched rows
+    found = (
+        dense_join_indices(rk, lk, keep_unmatched=True)
+        if right_join
+        else dense_join_indices(lk, rk, keep_unmatched=plan.how == "left")
+    )
+    if found is None:
+        return None
+    names = [c.name for c in plan.columns]
+    pieces = []
+    for probe_rows, build_rows in found:
+        li, ri = (build_rows, probe_rows) if right_join else (probe_rows, build_rows)
+        arrays = []
+        for col in plan.columns:
+            if col.left is not None and (col.right is None or not right_join):
+                arrays.append(left.column(col.left).take(li))  # a shared key: the left one (equal where matched)
+            else:
+                assert col.right is not None
+                arrays.append(right.column(col.right).take(ri))
+        pieces.append(pa.table(arrays, names=names))
+    return pa.concat_tables(pieces)
+
+
 def local_join(left: pa.Table, right: pa.Table, plan: JoinPlan) -> pa.Table:
     """Join two local tables as ``plan`` says (Acero hash join; index join for unsupported payloads)."""
     return join_owned([left, right], plan)
@@ -145,6 +174,9 @@ def join_owned(sides: list[pa.Table], plan: JoinPlan) -> pa.Table:
     """
     left, right = sides
     sides.clear()
+    dense = _dense_join(left, right, plan)
+    if dense is not None:
+        return dense
     buckets = num_buckets(max(left.num_rows, right.num_rows))
     lbounds, rbounds = [0, left.num_rows], [0, right.num_rows]
     if buckets > 1:  # each rebinding drops the unordered side (the caller handed it over)

@@ -1,0 +1,102 @@
+"""A local join on one dense integer key by direct addressing (a "perfect hash" join).
+
+When the key is one integer column without nulls whose values span at most
+:data:`MAX_SPAN_PER_ROW` times the build side's rows (ids, counters, the keys of Cylon's
+join benchmark), a bucket per key value replaces a hash table: ``bincount`` sizes the
+buckets, one ``argsort`` of the build keys fills them, and every probe row finds its
+matches by indexing. No hashing, no collision chains, and numpy's vectorised loops
+instead of Acero's per-batch plan. Anything else (several keys, nulls, a sparse range,
+an outer join) is left to Acero: :func:`dense_join_indices` returns None.
+
+Only row indices are computed here; the caller takes the output columns with them, so
+the output names and types are exactly those of the Acero path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+#: Largest key range (max - min + 1) per build row for which direct addressing is used.
+MAX_SPAN_PER_ROW = 4
+#: Below this many rows per side Acero is as fast, and the arrays here are not worth it.
+MIN_ROWS = 4096
+
+
+def _dense_keys(column: pa.ChunkedArray) -> np.ndarray | None:
+    if not pa.types.is_integer(column.type) or column.null_count:
+        return None
+    keys = column.to_numpy()  # the key column only: a temporary of 8 bytes a row at most
+    if keys.dtype == np.uint64 and len(keys) and int(keys.max()) > np.iinfo(np.int64).max:
+        return None
+    return keys.astype(np.int64, copy=False)
+
+
+def dense_join_indices(
+    probe: pa.ChunkedArray, build: pa.ChunkedArray, keep_unmatched: bool
+) -> Iterator[tuple[np.ndarray, pa.Array]] | None:
+    """Row indices ``(probe_rows, build_rows)`` of the equi-join of two key columns, or None if not dense.
+
+    Yields them for one slice of :data:`PROBE_ROWS` probe rows at a time, so that the
+    temporaries stay small whatever the size of the sides. Every probe row appears once
+    per matching build row, in probe order; with ``keep_unmatched`` (a left join, probe on
+    the left) a probe row without a match appears once with a null build index, so taking
+    with it gives nulls.
+    """
+    if min(len(probe), len(build)) < max(MIN_ROWS, 1):  # an empty side has no range to address
+        return None
+    b = _dense_keys(build)
+    if b is None or not pa.types.is_integer(probe.type) or probe.null_count:
+        return None
+    lo, hi = int(b.min()), int(b.max())
+    span = hi - lo + 1
+    if span > MAX_SPAN_PER_ROW * len(b) or span >= 2**31:
+        return None
+    kb = (b - lo).astype(np.int32)
+    del b
+    counts = np.bincount(kb, minlength=span).astype(np.int32)  # rows of each key value (< 2**31 rows)
+    order = np.argsort(kb)  # any order of equal keys will do: the join's row order is unspecified
+    del kb
+    starts = np.cumsum(counts, dtype=np.int32)  # in place from here: span-sized arrays are the big ones
+    starts -= counts
+    return _probe(probe, lo, hi, counts, starts, order, keep_unmatched)
+
+
+#: Probe rows handled at a time (bounds the per-row temporaries to a few MiB).
+PROBE_ROWS = 1 << 16
+
+
+def _probe(
+    probe: pa.ChunkedArray,
+    lo: int,
+    hi: int,
+    counts: np.ndarray,
+    starts: np.ndarray,
+    order: np.ndarray,
+    keep_unmatched: bool,
+) -> Iterator[tuple[np.ndarray, pa.Array]]:
+    offset = 0
+    for chunk in probe.chunks:
+        for at in range(0, len(chunk), PROBE_ROWS):
+            keys = chunk.slice(at, PROBE_ROWS).to_numpy()
+            if keys.dtype == np.uint64 and len(keys) and int(keys.max()) > np.iinfo(np.int64).max:
+                keys = np.full(len(keys), hi + 1, dtype=np.int64)  # beyond any build key: unmatched
+            kp = keys.astype(np.int64) - lo
+            outside = (kp < 0) | (kp > hi - lo)
+            kp[outside] = 0
+            c = counts[kp]
+            c[outside] = 0
+            emitted = np.maximum(c, 1) if keep_unmatched else c
+            rows = np.repeat(np.arange(offset, offset + len(kp), dtype=np.int64), emitted)
+            # the i-th output row of probe row r is build row order[starts[key r] + i]
+            ends = np.cumsum(emitted)
+            slot = np.repeat(starts[kp] - (ends - emitted), emitted) + np.arange(len(rows), dtype=np.int64)
+            if keep_unmatched:
+                matched = np.repeat(c > 0, emitted)
+                slot[~matched] = 0
+                yield rows, pa.array(order[slot], mask=~matched)
+            else:
+                yield rows, pa.array(order[slot])
+            offset += len(kp)
