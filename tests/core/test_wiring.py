@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from deeprc_core.wiring import requested_backend
 
-from deeprc_core import Wiring, WiringError, detect_wiring, env_vars
+from deeprc_core import Wiring, WiringError, detect_wiring, env_vars, launchers
 
 
 def test_single_process_without_variables() -> None:
@@ -273,3 +273,42 @@ def test_requested_backend(raw: str, want: str | None) -> None:
 def test_requested_backend_rejects_unknown_values() -> None:
     with pytest.raises(WiringError, match="DEEPRC_BACKEND='ucc'.*nccl, gloo, mpi"):
         requested_backend({"DEEPRC_BACKEND": "ucc"})
+
+
+def _record_env(launcher: launchers.Launcher, rank: int = 1, size: int = 4) -> dict[str, str]:
+    """The variables ``launcher`` would set for rank 1 of 4, two ranks per node, from its record alone."""
+    env = {launcher.rank[0]: str(rank), launcher.size[0]: str(size)}
+    if launcher.local_rank:
+        env[launcher.local_rank[0]] = str(rank % 2)
+    if launcher.local_size:
+        env[launcher.local_size[0]] = "2"
+    for alternatives in launcher.also_needs:
+        env[alternatives[0]] = "0"
+    return env
+
+
+@pytest.mark.parametrize("launcher", launchers.LAUNCHERS, ids=lambda launcher: launcher.name)
+def test_every_record_of_the_launcher_table_is_detected_and_read(launcher: launchers.Launcher) -> None:
+    """Adding a launcher is one record: detect_wiring reads it with no code of its own."""
+    env = _record_env(launcher)
+    if launcher is launchers.TORCHRUN or launcher is launchers.DEEPRC:
+        env.update({"MASTER_ADDR": "n0", "MASTER_PORT": "29500", "DEEPRC_MASTER_ADDR": "n0"})
+    w = detect_wiring(env)
+    assert (w.source, w.rank, w.world_size) == (launcher.name, 1, 4)
+    if launcher.local_rank and launcher is not launchers.RADICAL:
+        assert (w.local_rank, w.local_world_size) == (1, 2)
+    assert launcher.detect(env) and launchers.BY_NAME[launcher.name] is launcher
+
+
+def test_flux_and_radical_over_flux() -> None:
+    flux = {"FLUX_TASK_RANK": "3", "FLUX_JOB_SIZE": "4", "FLUX_TASK_LOCAL_ID": "1", "FLUX_TASK_LOCAL_SIZE": "2"}
+    w = detect_wiring(flux)
+    assert (w.source, w.rank, w.local_rank, w.node_rank, w.num_nodes) == ("flux", 3, 1, 1, 2)
+    rp = detect_wiring({**flux, "RP_RANK": "3", "RP_RANKS": "4"})  # RP's task on Flux: Flux says where it sits
+    assert (rp.source, rp.local_rank, rp.local_world_size) == ("radical", 1, 2)
+
+
+def test_mpi_world_and_rendezvous_questions_use_the_table() -> None:
+    assert launchers.launched_by_mpi({"PMIX_RANK": "0"}) and not launchers.launched_by_mpi({"RANK": "0"})
+    assert all(launchers.can_agree_over_mpi(n) for n in ("openmpi", "mpich", "pals", "slurm", "flux", "radical"))
+    assert not launchers.can_agree_over_mpi("torchrun") and not launchers.can_agree_over_mpi("single")

@@ -23,7 +23,7 @@ def test_openmpi_variables_and_rankfile() -> None:
         "OMPI_COMM_WORLD_SIZE": "4",
         "OMPI_COMM_WORLD_LOCAL_RANK": "1",
         "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
-        "OMPI_COMM_WORLD_NODE_RANK": "1",
+        "OMPI_COMM_WORLD_NODE_RANK": "1",  # a rank *within* the node across jobs: never read as the node's index
     }
     info = launcher_info(env)
     assert (info.kind, info.rank, info.size, info.local_rank, info.local_size, info.node_rank) == (
@@ -32,7 +32,7 @@ def test_openmpi_variables_and_rankfile() -> None:
         4,
         1,
         2,
-        1,
+        None,
     )
     rankfile = "rank 0=n1 slots=0,1\nrank 1=n1 slots=2,3\nrank 2=n2 slots=0,1\nrank 3=n2 slots=2,3\n"
     hosts = derive_hosts(env, 4, {"rankfile": rankfile})
@@ -44,7 +44,7 @@ def test_openmpi_variables_and_rankfile() -> None:
 def test_mpich_hydra_hostfile() -> None:
     env = {"PMI_RANK": "2", "PMI_SIZE": "3", "MPI_LOCALRANKID": "0", "MPI_LOCALNRANKS": "1"}
     info = launcher_info(env)
-    assert (info.kind, info.rank, info.size, info.local_rank, info.local_size) == ("hydra", 2, 3, 0, 1)
+    assert (info.kind, info.rank, info.size, info.local_rank, info.local_size) == ("mpich", 2, 3, 0, 1)
     hosts = derive_hosts(env, 3, {"hostfile": "a:2\nb:1\n"})
     assert hosts == ["a", "a", "b"]
     assert resolve_layout(info, hosts, 2).node_rank == 1
@@ -122,3 +122,17 @@ def test_layout_and_devices() -> None:
     assert node_visible_devices(hosts, 0, 0, [None] * 4) == ""
     cfg = json.loads(tf_config(["a:1", "b:2"], 1))
     assert cfg == {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+
+
+def test_the_bootstrap_and_the_core_read_the_same_launcher_table() -> None:
+    """deeprc-launch's layout and detect_wiring agree on every MPI launcher (one table, deeprc_core.launchers)."""
+    from deeprc_core.launchers import MPI_LAUNCHERS
+
+    from deeprc_core import detect_wiring
+
+    for launcher in MPI_LAUNCHERS:
+        env = {launcher.rank[0]: "1", launcher.size[0]: "4"}
+        env.update({launcher.local_rank[0]: "1", launcher.local_size[0]: "2"})
+        env.update({alt[0]: "0" for alt in launcher.also_needs})
+        info, wiring = launcher_info(env), detect_wiring(env)
+        assert (info.kind, info.rank, info.size, info.local_rank) == (wiring.source, 1, 4, wiring.local_rank)

@@ -1,20 +1,14 @@
 """Which rank am I? One reader for every launcher's environment variables.
 
-:func:`detect_wiring` looks at the sources below, in this order, and the first one
-whose variables are present wins:
-
-1. ``deeprc``   deeprc-launch's own DEEPRC_* variables (see :mod:`deeprc_core.env_vars`)
-2. ``torchrun`` RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR/PORT
-3. ``radical``  RP_RANK, RP_RANKS (local rank from the MPI launcher underneath, if any)
-4. ``openmpi``  OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK/LOCAL_SIZE
-5. ``pals``     Cray PALS: PALS_RANKID, PALS_LOCAL_RANKID, PALS_NODEID (+ PMI_SIZE)
-6. ``mpich``    MPICH/Hydra: PMI_RANK, PMI_SIZE, MPI_LOCALRANKID, MPI_LOCALNRANKS
-7. ``slurm``    srun steps: SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NODEID
-   (only inside an ``srun`` step, i.e. with SLURM_STEP_ID set: a batch script itself
-   is one process even though SLURM_NTASKS says otherwise). Without MASTER_ADDR/PORT
-   the rendezvous is the step's first node and a port every task derives alike from
-   the job and step ids (``SLURM_STEP_RESV_PORTS`` first, when SLURM reserved some)
-8. ``single``   rank 0 of 1
+:func:`detect_wiring` reads the launcher table (:mod:`deeprc_core.launchers`), in its
+order, and the first launcher whose variables are present wins: ``deeprc``
+(deeprc-launch's DEEPRC_* variables), ``torchrun``, ``radical`` (RP_RANK/RP_RANKS, the
+local rank from the MPI launcher underneath), ``openmpi``, ``pals``, ``flux``, ``mpich``
+(Hydra), ``slurm`` (only inside an ``srun`` step, i.e. with SLURM_STEP_ID set: a batch
+script itself is one process even though SLURM_NTASKS says otherwise; without
+MASTER_ADDR/PORT the rendezvous is the step's first node and a port every task derives
+alike from the job and step ids, ``SLURM_STEP_RESV_PORTS`` first), else ``single``
+(rank 0 of 1). Adding a launcher is one record in that table.
 
 Variables that contradict each other raise :class:`~deeprc_core.errors.WiringError`
 naming them.
@@ -24,12 +18,13 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from . import env_vars as ev
 from .errors import WiringError
-from .hostlist import expand_slurm_nodelist, slurm_tasks_per_node
+from .hostlist import expand_slurm_nodelist
+from .launchers import DEEPRC, LAUNCHERS, RADICAL, SLURM, TORCHRUN, Launcher, mpi_launcher
 
 
 @dataclass(frozen=True)
@@ -79,26 +74,6 @@ class Wiring:
 Env = Mapping[str, str]
 
 
-def _int(env: Env, name: str, source: str) -> int:
-    raw = env[name]
-    try:
-        return int(raw)
-    except ValueError:
-        raise WiringError(f"{source}: {name}={raw!r} is not an integer") from None
-
-
-def _opt_int(env: Env, names: tuple[str, ...], source: str) -> int | None:
-    for name in names:
-        if env.get(name, "") != "":
-            return _int(env, name, source)
-    return None
-
-
-def _need(env: Env, have: str, need: str, source: str) -> None:
-    if env.get(need, "") == "":
-        raise WiringError(f"{source}: {have} is set but {need} is missing; set both or neither")
-
-
 def _master(env: Env) -> tuple[str | None, int | None]:
     addr = env.get("MASTER_ADDR") or env.get(ev.MASTER_ADDR) or None
     port_raw = env.get("MASTER_PORT") or env.get(ev.MASTER_PORT)
@@ -109,23 +84,6 @@ def _master(env: Env) -> tuple[str | None, int | None]:
         except ValueError:
             raise WiringError(f"MASTER_PORT={port_raw!r} is not an integer") from None
     return addr, port
-
-
-def _local_from_launchers(env: Env) -> tuple[int | None, int | None]:
-    """Local rank/size from whichever MPI launcher or scheduler is underneath."""
-    pairs = (
-        ("OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
-        ("PALS_LOCAL_RANKID", "PALS_LOCAL_SIZE"),
-        ("MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
-        ("FLUX_TASK_LOCAL_ID", "FLUX_TASK_LOCAL_SIZE"),
-        ("SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"),
-    )
-    for rank_var, size_var in pairs:
-        if env.get(rank_var, "") != "":
-            lr = _int(env, rank_var, rank_var)
-            ls = _int(env, size_var, size_var) if env.get(size_var, "").isdigit() else None
-            return lr, ls
-    return None, None
 
 
 def _finish(
@@ -176,117 +134,33 @@ def _finish(
     return Wiring(rank, world, local_rank, local_world, node_rank, num_nodes, addr, port, source, hosts)
 
 
-def _from_deeprc(env: Env) -> Wiring | None:
-    if ev.RANK not in env:
+def _from_launcher(launcher: Launcher, env: Env) -> Wiring | None:
+    """The wiring ``launcher`` gives this rank, or None when it did not start it."""
+    if not launcher.detect(env):
         return None
-    _need(env, ev.RANK, ev.WORLD_SIZE, "deeprc")
+    v = launcher.read(env)
+    if v.rank is None or v.size is None:
+        have, missing = (v.rank_var, launcher.size) if v.size is None else (v.size_var, launcher.rank)
+        raise WiringError(f"{launcher.name}: {have} is set but {' or '.join(missing)} is missing; set both or neither")
+    local_rank, local_world, node_rank, num_nodes = v.local_rank, v.local_size, v.node_rank, v.num_nodes
+    if launcher is RADICAL:  # RP says only the rank: the MPI launcher underneath says where it sits
+        under = mpi_launcher(env)
+        if under is not None:
+            local_rank, local_world = under.local_rank, under.local_size
+    elif launcher is TORCHRUN and num_nodes is None and local_world:
+        num_nodes = max(1, math.ceil(v.size / local_world))
+    if launcher is DEEPRC:
+        env = {**env, "MASTER_ADDR": env.get(ev.MASTER_ADDR, ""), "MASTER_PORT": env.get(ev.MASTER_PORT, "")}
+    elif launcher is SLURM:
+        # Rank 0 runs on the first node of the step (block distribution): that is the rendezvous host.
+        nodes = expand_slurm_nodelist(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", ""))
+        env = {
+            **env,
+            "MASTER_ADDR": env.get("MASTER_ADDR") or (nodes[0] if nodes else ""),
+            "MASTER_PORT": env.get("MASTER_PORT") or _slurm_port(env),
+        }
     return _finish(
-        "deeprc",
-        _int(env, ev.RANK, "deeprc"),
-        _int(env, ev.WORLD_SIZE, "deeprc"),
-        ev.RANK,
-        ev.WORLD_SIZE,
-        {**env, "MASTER_ADDR": env.get(ev.MASTER_ADDR, ""), "MASTER_PORT": env.get(ev.MASTER_PORT, "")},
-        _opt_int(env, (ev.LOCAL_RANK,), "deeprc"),
-        _opt_int(env, (ev.LOCAL_WORLD_SIZE,), "deeprc"),
-        _opt_int(env, (ev.NODE_RANK,), "deeprc"),
-        _opt_int(env, (ev.NUM_NODES,), "deeprc"),
-    )
-
-
-def _from_torchrun(env: Env) -> Wiring | None:
-    if "RANK" not in env and "WORLD_SIZE" not in env:
-        return None
-    _need(env, "RANK", "WORLD_SIZE", "torchrun")
-    _need(env, "WORLD_SIZE", "RANK", "torchrun")
-    world = _int(env, "WORLD_SIZE", "torchrun")
-    local_world = _opt_int(env, ("LOCAL_WORLD_SIZE",), "torchrun")
-    num_nodes = _opt_int(env, ("GROUP_WORLD_SIZE",), "torchrun")
-    if num_nodes is None and local_world:
-        num_nodes = max(1, math.ceil(world / local_world))
-    return _finish(
-        "torchrun",
-        _int(env, "RANK", "torchrun"),
-        world,
-        "RANK",
-        "WORLD_SIZE",
-        env,
-        _opt_int(env, ("LOCAL_RANK",), "torchrun"),
-        local_world,
-        _opt_int(env, ("GROUP_RANK", "NODE_RANK"), "torchrun"),
-        num_nodes,
-    )
-
-
-def _from_radical(env: Env) -> Wiring | None:
-    if "RP_RANK" not in env:
-        return None
-    _need(env, "RP_RANK", "RP_RANKS", "radical")
-    local_rank, local_world = _local_from_launchers(env)
-    return _finish(
-        "radical",
-        _int(env, "RP_RANK", "radical"),
-        _int(env, "RP_RANKS", "radical"),
-        "RP_RANK",
-        "RP_RANKS",
-        env,
-        local_rank,
-        local_world,
-    )
-
-
-def _from_openmpi(env: Env) -> Wiring | None:
-    if "OMPI_COMM_WORLD_RANK" not in env:
-        return None
-    src = "openmpi"
-    _need(env, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", src)
-    return _finish(
-        src,
-        _int(env, "OMPI_COMM_WORLD_RANK", src),
-        _int(env, "OMPI_COMM_WORLD_SIZE", src),
-        "OMPI_COMM_WORLD_RANK",
-        "OMPI_COMM_WORLD_SIZE",
-        env,
-        _opt_int(env, ("OMPI_COMM_WORLD_LOCAL_RANK",), src),
-        _opt_int(env, ("OMPI_COMM_WORLD_LOCAL_SIZE",), src),
-        # OMPI_COMM_WORLD_NODE_RANK is a rank *within* the node, not the node's index:
-        # the node index follows from block placement (rank // local size).
-    )
-
-
-def _from_pals(env: Env) -> Wiring | None:
-    if "PALS_RANKID" not in env:
-        return None
-    src = "pals"
-    size_var = "PMI_SIZE" if "PMI_SIZE" in env else "PALS_SIZE"
-    _need(env, "PALS_RANKID", size_var, src)
-    return _finish(
-        src,
-        _int(env, "PALS_RANKID", src),
-        _int(env, size_var, src),
-        "PALS_RANKID",
-        size_var,
-        env,
-        _opt_int(env, ("PALS_LOCAL_RANKID", "PMI_LOCAL_RANK"), src),
-        _opt_int(env, ("PALS_LOCAL_SIZE", "PMI_LOCAL_SIZE"), src),
-        _opt_int(env, ("PALS_NODEID",), src),
-    )
-
-
-def _from_mpich(env: Env) -> Wiring | None:
-    if "PMI_RANK" not in env:
-        return None
-    src = "mpich"
-    _need(env, "PMI_RANK", "PMI_SIZE", src)
-    return _finish(
-        src,
-        _int(env, "PMI_RANK", src),
-        _int(env, "PMI_SIZE", src),
-        "PMI_RANK",
-        "PMI_SIZE",
-        env,
-        _opt_int(env, ("MPI_LOCALRANKID",), src),
-        _opt_int(env, ("MPI_LOCALNRANKS",), src),
+        launcher.name, v.rank, v.size, v.rank_var, v.size_var, env, local_rank, local_world, node_rank, num_nodes
     )
 
 
@@ -306,52 +180,6 @@ SLURM_PORT_BASE = 20000
 SLURM_PORT_SPAN = 10000
 
 
-def _from_slurm(env: Env) -> Wiring | None:
-    if "SLURM_PROCID" not in env or ("SLURM_STEP_ID" not in env and "SLURM_STEPID" not in env):
-        return None
-    src = "slurm"
-    _need(env, "SLURM_PROCID", "SLURM_NTASKS", src)
-    node_rank = _opt_int(env, ("SLURM_NODEID",), src)
-    local_world = None
-    per_node = env.get("SLURM_NTASKS_PER_NODE", "")
-    counts = slurm_tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", ""))
-    if per_node.isdigit():
-        local_world = int(per_node)
-    elif counts and node_rank is not None and node_rank < len(counts):
-        local_world = counts[node_rank]
-    # Rank 0 runs on the first node of the step (block distribution): that is the rendezvous host.
-    nodes = expand_slurm_nodelist(env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", ""))
-    env = {
-        **env,
-        "MASTER_ADDR": env.get("MASTER_ADDR") or (nodes[0] if nodes else ""),
-        "MASTER_PORT": env.get("MASTER_PORT") or _slurm_port(env),
-    }
-    return _finish(
-        src,
-        _int(env, "SLURM_PROCID", src),
-        _int(env, "SLURM_NTASKS", src),
-        "SLURM_PROCID",
-        "SLURM_NTASKS",
-        env,
-        _opt_int(env, ("SLURM_LOCALID",), src),
-        local_world,
-        node_rank,
-        _opt_int(env, ("SLURM_STEP_NUM_NODES", "SLURM_NNODES"), src),
-    )
-
-
-#: The sources in the order :func:`detect_wiring` tries them.
-SOURCES: tuple[tuple[str, Callable[[Env], Wiring | None]], ...] = (
-    ("deeprc", _from_deeprc),
-    ("torchrun", _from_torchrun),
-    ("radical", _from_radical),
-    ("openmpi", _from_openmpi),
-    ("pals", _from_pals),
-    ("mpich", _from_mpich),
-    ("slurm", _from_slurm),
-)
-
-
 def detect_wiring(environ: Mapping[str, str] | None = None) -> Wiring:
     """Read this process's rank, world size, local rank, node and rendezvous address.
 
@@ -359,8 +187,8 @@ def detect_wiring(environ: Mapping[str, str] | None = None) -> Wiring:
     variables are present.
     """
     env = os.environ if environ is None else environ
-    for _name, reader in SOURCES:
-        wiring = reader(env)
+    for launcher in LAUNCHERS:
+        wiring = _from_launcher(launcher, env)
         if wiring is not None:
             return wiring
     return replace(Wiring(0, 1), master_addr="127.0.0.1", source="single")

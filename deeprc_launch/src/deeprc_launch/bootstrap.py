@@ -67,10 +67,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def rank_and_world(env: Mapping[str, str]) -> tuple[int, int]:
     """This rank and the world size: RP's variables first, then the launcher's, else 0 of 1."""
+    from deeprc_core.launchers import RADICAL
+
     from .wiring_derivation import launcher_info
 
-    if env.get("RP_RANK", "").isdigit() and env.get("RP_RANKS", "").isdigit():
-        return int(env["RP_RANK"]), int(env["RP_RANKS"])
+    rp = RADICAL.read(env) if RADICAL.detect(env) else None
+    if rp is not None and rp.rank is not None and rp.size is not None:
+        return rp.rank, rp.size
     info = launcher_info(env)
     if info.rank is not None and info.size is not None:
         return info.rank, info.size

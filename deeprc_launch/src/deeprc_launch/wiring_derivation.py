@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from deeprc_core.hostlist import expand_slurm_nodelist, slurm_tasks_per_node
+from deeprc_core.launchers import mpi_launcher
 
 Env = Mapping[str, str]
 
@@ -26,7 +27,8 @@ FRAMEWORKS = ("auto", "torch", "tf", "none")
 
 @dataclass(frozen=True)
 class LauncherInfo:
-    """What the launcher underneath tells one rank about itself (None: not said)."""
+    """What the launcher underneath tells one rank about itself (None: not said); ``kind`` is its name in
+    :mod:`deeprc_core.launchers` (``openmpi``, ``pals``, ``flux``, ``mpich``, ``slurm``) or ``none``."""
 
     kind: str
     rank: int | None = None
@@ -36,70 +38,12 @@ class LauncherInfo:
     node_rank: int | None = None
 
 
-def _int(env: Env, name: str) -> int | None:
-    raw = env.get(name, "")
-    return int(raw) if raw.strip().lstrip("-").isdigit() else None
-
-
-def _first(env: Env, *names: str) -> int | None:
-    for name in names:
-        value = _int(env, name)
-        if value is not None:
-            return value
-    return None
-
-
 def launcher_info(env: Env) -> LauncherInfo:
-    """Identify the launcher from its variables and read rank/local rank/node rank from them."""
-    if "OMPI_COMM_WORLD_RANK" in env:
-        return LauncherInfo(
-            "openmpi",
-            _int(env, "OMPI_COMM_WORLD_RANK"),
-            _int(env, "OMPI_COMM_WORLD_SIZE"),
-            _int(env, "OMPI_COMM_WORLD_LOCAL_RANK"),
-            _int(env, "OMPI_COMM_WORLD_LOCAL_SIZE"),
-            _int(env, "OMPI_COMM_WORLD_NODE_RANK"),
-        )
-    if "PALS_RANKID" in env:
-        return LauncherInfo(
-            "pals",
-            _int(env, "PALS_RANKID"),
-            _first(env, "PMI_SIZE", "PALS_SIZE"),
-            _int(env, "PALS_LOCAL_RANKID"),
-            _first(env, "PALS_LOCAL_SIZE", "PMI_LOCAL_SIZE"),
-            _int(env, "PALS_NODEID"),
-        )
-    if "FLUX_TASK_RANK" in env:
-        return LauncherInfo(
-            "flux",
-            _int(env, "FLUX_TASK_RANK"),
-            _int(env, "FLUX_JOB_SIZE"),
-            _int(env, "FLUX_TASK_LOCAL_ID"),
-            _int(env, "FLUX_TASK_LOCAL_SIZE"),
-            None,
-        )
-    if "PMI_RANK" in env or "MPI_LOCALRANKID" in env:
-        return LauncherInfo(
-            "hydra",
-            _int(env, "PMI_RANK"),
-            _int(env, "PMI_SIZE"),
-            _int(env, "MPI_LOCALRANKID"),
-            _int(env, "MPI_LOCALNRANKS"),
-            None,
-        )
-    if "SLURM_PROCID" in env and ("SLURM_STEP_ID" in env or "SLURM_STEPID" in env):
-        per_node = slurm_tasks_per_node(env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", ""))
-        node = _int(env, "SLURM_NODEID")
-        local_size = per_node[node] if per_node and node is not None and node < len(per_node) else None
-        return LauncherInfo(
-            "slurm",
-            _int(env, "SLURM_PROCID"),
-            _first(env, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"),
-            _int(env, "SLURM_LOCALID"),
-            local_size,
-            node,
-        )
-    return LauncherInfo("none")
+    """What the MPI launcher or scheduler underneath says about this rank (the core's launcher table)."""
+    said = mpi_launcher(env)
+    if said is None:
+        return LauncherInfo("none")
+    return LauncherInfo(said.launcher, said.rank, said.size, said.local_rank, said.local_size, said.node_rank)
 
 
 def parse_rankfile(text: str) -> list[str]:

@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from deeprc_core.launchers import can_agree_over_mpi
 from deeprc_core.network import apply_socket_ifname, host_address
 from deeprc_core.wiring import requested_backend
 
@@ -52,7 +53,7 @@ def rendezvous(wiring: Wiring | None = None) -> tuple[str, int]:
         return _resolved[key]
     addr, port = wiring.master_addr, wiring.master_port
     if wiring.world_size > 1 and (addr is None or port is None):
-        if wiring.source not in ("openmpi", "mpich", "pals", "slurm", "radical"):
+        if not can_agree_over_mpi(wiring.source):
             raise WiringError(
                 f"{wiring.source}: no rendezvous address/port for {wiring.world_size} ranks; "
                 "set MASTER_ADDR and MASTER_PORT (deeprc-launch and torchrun do)"

@@ -73,7 +73,9 @@ def set_default_communicator(comm: Communicator | None) -> None:
 
 
 def _launched_by_mpi() -> bool:
-    return any(v in os.environ for v in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "PALS_RANKID"))
+    from ..launchers import launched_by_mpi
+
+    return launched_by_mpi(os.environ)
 
 
 def _make(name: str, wiring: Wiring) -> Communicator:
