@@ -15,13 +15,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from deeprc_core.adapter import EpochCursor, Source, resolve_source, warn_plan
+from deeprc_core.batch_settings import BatchOptions, BatchSettings
 from deeprc_core.prediction import Predictions, predict_all, prediction_batches
 
-from deeprc_core import TableBatches
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class NumpyLoader:
@@ -33,29 +35,12 @@ class NumpyLoader:
         features: str | Sequence[str],
         target: str | Sequence[str] | None,
         batch_size: int,
-        *,
-        shuffle: bool | str = True,
-        seed: int = 0,
-        even: str = "drop",
-        window: Any = None,
-        drop_last: bool = False,
-        dtype: Any = np.float32,
+        **options: Unpack[BatchOptions],  # shuffle, seed, even, window, drop_last, dtype, ...: the core's
     ) -> None:
-        self.features, self.target, self.window, self.dtype = features, target, window, dtype
+        self.features, self.target = features, target
+        self.settings = BatchSettings.from_options("NumpyLoader", options)  # checked once, as in every adapter
         table = resolve_source(source, "NumpyLoader")  # a GlobalTable, a path or a function
-        self.batches = TableBatches(
-            table,
-            features,
-            target,
-            batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            even=even,  # type: ignore[arg-type]
-            window=window,
-            drop_last=drop_last,
-            dtype=dtype,
-            what="NumpyLoader",
-        )
+        self.batches = self.settings.table_batches(table, features, target, batch_size, what="NumpyLoader")
         warn_plan(self.batches, "NumpyLoader")  # the same words as deeprc-torch and deeprc-tf
         self.cursor = EpochCursor(self.batches)
 
@@ -84,7 +69,8 @@ class NumpyLoader:
     def predict(self, predict: Callable[[np.ndarray], Any], source: Source, root: int | None = 0) -> Predictions | None:
         """Every sample of ``source`` predicted once, gathered in global order on ``root`` (collective)."""
         table = resolve_source(source, "NumpyLoader.predict")
-        batches = prediction_batches(table, self.features, self.target, 256, window=self.window, dtype=self.dtype)
+        s = self.settings
+        batches = prediction_batches(table, self.features, self.target, 256, window=s.eval_window, dtype=s.dtype)
         return predict_all(batches, predict, root=root)
 
 
