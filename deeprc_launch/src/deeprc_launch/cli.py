@@ -22,6 +22,7 @@ import sys
 import time
 from typing import Any
 
+from .console import EXIT_INTERRUPTED, EXIT_PILOT_FAILED, Reporter, report
 from .descriptions import (
     JobSpec,
     PilotSpec,
@@ -34,58 +35,9 @@ from .descriptions import (
     resolve_ranks,
     task_description,
 )
-from .output import RunResult, follow, prepare_run_dir
-from .resources import LOCAL_RESOURCE, install_resource_config
+from .output import follow, prepare_run_dir
+from .resources import LOCAL_RESOURCE, add_resource_options, install_resource_config
 from .wiring_derivation import BACKENDS, FRAMEWORKS
-
-#: Exit code after Ctrl-C (the shell's convention for SIGINT).
-EXIT_INTERRUPTED = 130
-#: Exit code when the pilot could not be started.
-EXIT_PILOT_FAILED = 75
-
-
-class Reporter:
-    """Progress lines on stderr (``-q`` silences them, ``-v`` adds detail)."""
-
-    def __init__(self, verbosity: int = 0) -> None:
-        self.verbosity = verbosity
-        self.t0 = time.monotonic()
-
-    def __call__(self, msg: str) -> None:
-        """Print one progress line."""
-        if self.verbosity >= 0:
-            print(f"[deeprc-launch {time.monotonic() - self.t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-    def detail(self, msg: str) -> None:
-        """Print only with -v."""
-        if self.verbosity > 0:
-            self(msg)
-
-
-def add_resource_options(p: argparse.ArgumentParser) -> None:
-    """Options that size and place the pilot (shared by ``run`` and ``up``)."""
-    g = p.add_argument_group("pilot")
-    g.add_argument(
-        "--resource",
-        default=None,
-        help=f"RP resource, e.g. uva.rivanna, ornl.frontier (default: {LOCAL_RESOURCE}, this machine)",
-    )
-    g.add_argument(
-        "--resource-config",
-        default=None,
-        metavar="FILE",
-        help="your own RP resource config (JSON, RP's format) for a cluster RP does not know; docs/clusters.md",
-    )
-    g.add_argument("--nodes", type=int, default=None, help="nodes of the pilot / the job")
-    g.add_argument("--cores", type=int, default=None, help="cores of a local pilot (default: this machine's)")
-    g.add_argument("--gpus", type=int, default=None, help="GPUs of a local pilot (default: this machine's)")
-    g.add_argument("--queue", default=None, help="batch queue / partition")
-    g.add_argument("--project", default=None, help="allocation / account to charge")
-    g.add_argument("--walltime", type=float, default=60.0, help="pilot walltime in minutes (default 60)")
-    g.add_argument("--sandbox", default=None, help="pilot sandbox folder on the resource")
-    g.add_argument("--keep-sandbox", action="store_true", help="keep RP's sandboxes after the run")
-    g.add_argument("-v", "--verbose", action="count", default=0)
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,14 +159,6 @@ def dry_run(job: JobSpec, pilot: PilotSpec) -> int:
     }
     print(json.dumps(out, indent=2))
     return 0
-
-
-def report(result: RunResult, rep: Reporter) -> int:
-    """Print where the logs are and, on failure, which ranks failed with their stderr tails."""
-    rep(f"logs of every rank: {result.run_dir}/rank-<r>.out|.err")
-    if not result.ok:
-        print(result.summary(), file=sys.stderr, flush=True)
-    return result.exit_code
 
 
 def run_own_pilot(job: JobSpec, pilot: PilotSpec, ns: argparse.Namespace, rep: Reporter) -> int:

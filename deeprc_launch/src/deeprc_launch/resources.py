@@ -8,6 +8,7 @@ folder it owns and points ``RADICAL_CONFIG_USER_DIR`` at it.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -212,3 +213,29 @@ def known_resources() -> list[str]:
         except ValueError:
             continue
     return names
+
+
+def add_resource_options(p: argparse.ArgumentParser) -> None:
+    """Options that size and place the pilot (shared by ``run`` and ``up``)."""
+    g = p.add_argument_group("pilot")
+    g.add_argument(
+        "--resource",
+        default=None,
+        help=f"RP resource, e.g. uva.rivanna, ornl.frontier (default: {LOCAL_RESOURCE}, this machine)",
+    )
+    g.add_argument(
+        "--resource-config",
+        default=None,
+        metavar="FILE",
+        help="your own RP resource config (JSON, RP's format) for a cluster RP does not know; docs/clusters.md",
+    )
+    g.add_argument("--nodes", type=int, default=None, help="nodes of the pilot / the job")
+    g.add_argument("--cores", type=int, default=None, help="cores of a local pilot (default: this machine's)")
+    g.add_argument("--gpus", type=int, default=None, help="GPUs of a local pilot (default: this machine's)")
+    g.add_argument("--queue", default=None, help="batch queue / partition")
+    g.add_argument("--project", default=None, help="allocation / account to charge")
+    g.add_argument("--walltime", type=float, default=60.0, help="pilot walltime in minutes (default 60)")
+    g.add_argument("--sandbox", default=None, help="pilot sandbox folder on the resource")
+    g.add_argument("--keep-sandbox", action="store_true", help="keep RP's sandboxes after the run")
+    g.add_argument("-v", "--verbose", action="count", default=0)
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress lines")

@@ -370,7 +370,7 @@ class ServiceClient:
 
     def run(self, job: JobSpec, ns: argparse.Namespace, rep: Any) -> int:
         """Submit ``job``, stream rank 0, return the exit code (Ctrl-C cancels only this task)."""
-        from .cli import EXIT_INTERRUPTED, report
+        from .console import EXIT_INTERRUPTED, report
 
         prepare_run_dir(job.run_dir)
         try:
@@ -445,7 +445,8 @@ def _stop_starting(proc: subprocess.Popen[bytes], rep: Any, log_from: int, resou
 
 
 def _up(argv: list[str]) -> int:
-    from .cli import EXIT_INTERRUPTED, Reporter, add_resource_options
+    from .console import EXIT_INTERRUPTED, Reporter
+    from .resources import add_resource_options
 
     p = argparse.ArgumentParser(prog="deeprc-launch up", description="start a pilot service that stays up")
     add_resource_options(p)
@@ -541,7 +542,7 @@ def _down(_argv: list[str]) -> int:
 
 
 def _serve(argv: list[str]) -> int:
-    from .cli import add_resource_options
+    from .resources import add_resource_options
 
     p = argparse.ArgumentParser(prog="deeprc_launch.service serve")
     add_resource_options(p)
