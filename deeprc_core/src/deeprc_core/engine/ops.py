@@ -1,7 +1,8 @@
 """The distributed operations of :class:`~deeprc_core.GlobalTable` (collective methods).
 
-GlobalTable inherits them from :class:`EngineOps`; each dispatches to the engine chosen
-by ``engine="auto"|"cylon"|"arrow"``.
+GlobalTable inherits them from :class:`EngineOps`; each checks its arguments on every
+rank, then dispatches once to the engine chosen by ``engine="auto"|"cylon"|"arrow"``
+(:func:`deeprc_core.engine.engines.dispatch`; the engines are in that module).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import pyarrow as pa
 
 from ..errors import SchemaError
 from ..exchange import exchange_tables
-from .dedupe import arrow_drop_duplicates, concat_local
-from .groupby import AggSpec, arrow_groupby, check_aggs, parse_aggs
-from .join import arrow_join, plan_join
-from .partition import hash_shuffle
-from .samplesort import sample_sort, sort_keys
-from .select import as_list, choose_engine, missing_columns, validate_everywhere
+from .dedupe import concat_local
+from .engines import dispatch
+from .groupby import AggSpec, check_aggs, parse_aggs
+from .join import plan_join
+from .samplesort import sort_keys
+from .select import as_list, missing_columns, validate_everywhere
 
 if TYPE_CHECKING:
     from ..table import GlobalTable
@@ -47,13 +48,7 @@ class GroupBy:
             check_aggs(t.local.schema, by, aggs)
 
         validate_everywhere(t.comm, "groupby", check)
-        if choose_engine(self._engine, t.comm, "groupby") == "cylon":
-            from .cylon import cylon_groupby
-
-            out = cylon_groupby(t.local, by, aggs, t.comm)
-            if out is not None:
-                return t._like(out)
-        return t._like(arrow_groupby(t.local, by, aggs, t.comm))
+        return t._like(dispatch("groupby", self._engine, t.comm, lambda e: e.groupby(t.local, by, aggs, t.comm)))
 
 
 class EngineOps:
@@ -79,13 +74,9 @@ class EngineOps:
             missing_columns(self.local.schema, keys, "shuffle")
 
         validate_everywhere(self.comm, "shuffle", check)
-        if choose_engine(engine, self.comm, "shuffle") == "cylon" and num_partitions in (None, self.world_size):
-            from .cylon import cylon_shuffle
-
-            out = cylon_shuffle(self.local, keys, self.comm)
-            if out is not None:
-                return self._like(out)
-        return self._like(hash_shuffle(self.local, keys, self.comm, "shuffle", num_partitions))
+        return self._like(
+            dispatch("shuffle", engine, self.comm, lambda e: e.shuffle(self.local, keys, self.comm, num_partitions))
+        )
 
     # ---------------------------------------------------------------- join
     def join(
@@ -115,13 +106,9 @@ class EngineOps:
 
         validate_everywhere(self.comm, "join", check)
         plan = plans[0]
-        if choose_engine(engine, self.comm, "join") == "cylon":
-            from .cylon import cylon_join
-
-            out = cylon_join(self.local, other.local, plan, self.comm)
-            if out is not None:
-                return self._like(out)
-        return self._like(arrow_join(self.local, other.local, plan, self.comm))
+        return self._like(
+            dispatch("join", engine, self.comm, lambda e: e.join(self.local, other.local, plan, self.comm))
+        )
 
     # ---------------------------------------------------------------- sort
     def sort(
@@ -142,13 +129,11 @@ class EngineOps:
             sort_keys(keys, ascending)
 
         validate_everywhere(self.comm, "sort", check)
-        if choose_engine(engine, self.comm, "sort") == "cylon":
-            from .cylon import cylon_sort
-
-            out = cylon_sort(self.local, keys, ascending, self.comm, self.row_offset)
-            if out is not None:
-                return self._like(out)
-        return self._like(sample_sort(self.local, keys, ascending, self.comm))
+        return self._like(
+            dispatch(
+                "sort", engine, self.comm, lambda e: e.sort(self.local, keys, ascending, self.comm, self.row_offset)
+            )
+        )
 
     # ------------------------------------------------------------- groupby
     def groupby(self: GlobalTable, by: str | Sequence[str], engine: str = "auto") -> GroupBy:  # type: ignore[misc]
@@ -170,13 +155,14 @@ class EngineOps:
             missing_columns(self.local.schema, keys, "drop_duplicates")
 
         validate_everywhere(self.comm, "drop_duplicates", check)
-        if choose_engine(engine, self.comm, "drop_duplicates") == "cylon":
-            from .cylon import cylon_drop_duplicates
-
-            out = cylon_drop_duplicates(self.local, keys, self.comm, self.row_offset)
-            if out is not None:
-                return self._like(out)
-        return self._like(arrow_drop_duplicates(self.local, keys, self.comm, self.row_offset))
+        return self._like(
+            dispatch(
+                "drop_duplicates",
+                engine,
+                self.comm,
+                lambda e: e.drop_duplicates(self.local, keys, self.comm, self.row_offset),
+            )
+        )
 
     # -------------------------------------------------------------- concat
     @classmethod
