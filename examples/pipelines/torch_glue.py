@@ -6,9 +6,9 @@ Two interchangeable ways to train a model data-parallel on the job's ranks:
     ``Trainer(strategy=DeepRCStrategy())`` + ``DeepRCDataModule`` over the prepared
     global tables — the path the paper's pipeline runs.
 ``core``
-    A plain torch loop over the core's :class:`~deeprc_core.TableBatches` that averages
-    gradients through the core communicator. It needs nothing but torch and is kept as a
-    reference and as a fallback where deeprc-torch is absent.
+    A plain torch loop over the core's :class:`~deeprc_core.TableBatches`, with torch's
+    ``DistributedDataParallel`` on deeprc-torch's process group (the library's DDP path)
+    on several ranks; on one rank it needs nothing but torch.
 
 Both start every rank from rank 0's weights, shuffle each rank's windows per epoch, score
 the validation windows after every epoch (mean over all ranks' windows) and end with the
@@ -114,15 +114,23 @@ def _train_window(window: drc.Window, stride: int) -> drc.Window:
 
 
 # --------------------------------------------------------------------------- core
-def _average_gradients(params: list[nn.Parameter], comm: drc.Communicator) -> None:
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads]).numpy()
-    mean = np.mean(comm.allgather(flat), axis=0)
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = torch.from_numpy(mean[offset : offset + n].reshape(g.shape).copy())
-        offset += n
+def _data_parallel(model: nn.Module, comm: drc.Communicator) -> nn.Module:
+    """``model`` under torch's DistributedDataParallel on deeprc-torch's process group; itself on one rank.
+
+    The library's DDP path (the one DeepRCStrategy uses): gradients are averaged by DDP's
+    bucketed all-reduce, not by hand.
+    """
+    if comm.size == 1:
+        return model
+    try:
+        from deeprc_torch.distributed import init_process_group
+    except ImportError:
+        raise RuntimeError(
+            f"glue='core' on {comm.size} ranks averages gradients with DDP over deeprc-torch's process group: "
+            "install deeprc-torch (pip install deeprc-torch), or run on one rank"
+        ) from None
+    init_process_group()
+    return nn.parallel.DistributedDataParallel(model)
 
 
 def _val_loss(model: nn.Module, batches: drc.TableBatches, comm: drc.Communicator) -> float:
@@ -165,8 +173,8 @@ def _train_core(
         what="train windows",
     )
     vb = drc.TableBatches(val_table, list(features), _names(target), 256, window=window, even="pad", what="val windows")
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=config.lr)
+    ddp = _data_parallel(model, comm)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     result = TrainResult()
     best: dict[str, Any] | None = None
     model.train()
@@ -177,9 +185,8 @@ def _train_core(
             opt.zero_grad(set_to_none=True)
             x = torch.from_numpy(np.ascontiguousarray(b.x))
             y = _flat_target(torch.from_numpy(np.ascontiguousarray(b.y)))
-            loss = nn.functional.mse_loss(model(x), y)
-            loss.backward()
-            _average_gradients(params, comm)
+            loss = nn.functional.mse_loss(ddp(x), y)
+            loss.backward()  # DDP all-reduces the gradients here
             opt.step()
             losses.append(loss.item())
         val = _val_loss(model, vb, comm)

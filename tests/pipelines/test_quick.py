@@ -44,8 +44,9 @@ def _run_two_ranks(script: str, args: list[str], timeout: float = 240) -> subpro
 
 
 @pytest.mark.torch
-def test_ett_quick_beats_last_value(data_dir: Path, tmp_path: Path) -> None:
-    _run_two_ranks("examples/ett_forecast.py", ["--quick", "--out", str(tmp_path)])
+@pytest.mark.parametrize("glue", ["auto", "core"])  # Lightning + DeepRCStrategy; a plain loop under torch DDP
+def test_ett_quick_beats_last_value(data_dir: Path, tmp_path: Path, glue: str) -> None:
+    _run_two_ranks("examples/ett_forecast.py", ["--quick", "--glue", glue, "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "metrics.json").read_text())
     naive = next(r for r in rows if r["model"].startswith("naive"))
     models = [r for r in rows if not r["model"].startswith("naive")]
