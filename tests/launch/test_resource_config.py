@@ -58,3 +58,39 @@ def test_bad_configs_are_named(tmp_path: Path, deeprc_home: Path, text: str, mes
         install_resource_config(path)
     with pytest.raises(ValueError, match="cannot read"):
         install_resource_config(tmp_path / "missing.json")
+
+
+def test_up_rejects_a_bad_config_before_starting_anything(tmp_path: Path, deeprc_home: Path) -> None:
+    from deeprc_launch.service import service_main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert service_main(["up", "--resource-config", str(bad)]) == 2
+    assert not (deeprc_home / "service" / "state.json").exists()
+
+
+@pytest.mark.launcher
+@pytest.mark.slow
+def test_up_submits_its_pilot_to_the_configured_resource(tmp_path: Path) -> None:
+    """`up --resource-config` (issue 15's gap): the service's pilot goes to the user's resource.
+
+    No SLURM controller runs here, so the pilot fails after its submission; the log shows where it went
+    and that nothing is left behind.
+    """
+    import os
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps(CONFIG))
+    up = subprocess.run(
+        [sys.executable, "-m", "deeprc_launch", "up", "--resource-config", str(path), "--timeout", "120"],
+        env={**os.environ, "DEEPRC_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "resource cluster.mycluster" in up.stderr and "pilot submitted to cluster.mycluster" in up.stderr, up.stderr
+    assert up.returncode == 1 and "pilot service failed to start" in up.stderr, up.stderr
+    assert not (home / "service" / "state.json").exists()

@@ -33,7 +33,7 @@ from typing import Any
 
 from .descriptions import JobSpec, PilotSpec, task_description
 from .output import Tailer, follow, prepare_run_dir
-from .resources import LOCAL_RESOURCE, deeprc_home, is_local
+from .resources import LOCAL_RESOURCE, deeprc_home, install_resource_config, is_local
 from .service_guard import lock_held, lock_path, process_start_time, remove_stale, signal_service, take_lock
 from .service_protocol import BadRequest, LineReader, job_from_request, parse_request
 
@@ -453,6 +453,14 @@ def _up(argv: list[str]) -> int:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the pilot")
     ns = p.parse_args(argv)
     rep = Reporter(-1 if ns.quiet else ns.verbose)
+    if ns.resource_config:  # as for a run: known to RP before the pilot, and the serve uses its name
+        try:
+            ns.resource = install_resource_config(ns.resource_config, ns.resource)
+        except ValueError as exc:
+            print(f"deeprc-launch up: {exc}", file=sys.stderr)
+            return 2
+        argv = [*argv, "--resource", ns.resource]  # the last --resource wins in the serve's parser
+        rep.detail(f"resource {ns.resource} from {ns.resource_config}")
     if lock_held(service_dir()):
         running = read_state()
         rep(f"a pilot service is already {running.get('state')} (pid {running.get('pid')}, {running.get('resource')})")
