@@ -60,13 +60,15 @@ def test_bad_configs_are_named(tmp_path: Path, deeprc_home: Path, text: str, mes
         install_resource_config(tmp_path / "missing.json")
 
 
-def test_up_rejects_a_bad_config_before_starting_anything(tmp_path: Path, deeprc_home: Path) -> None:
+def test_up_rejects_a_bad_config_before_starting_anything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from deeprc_launch.service import service_main
 
+    home = tmp_path / "home"  # its own DEEPRC_HOME: the session's may hold a running pilot service
+    monkeypatch.setenv("DEEPRC_HOME", str(home))
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     assert service_main(["up", "--resource-config", str(bad)]) == 2
-    assert not (deeprc_home / "service" / "state.json").exists()
+    assert not (home / "service" / "state.json").exists() and not (home / "service" / "service.log").exists()
 
 
 @pytest.mark.launcher
