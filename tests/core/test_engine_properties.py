@@ -141,3 +141,17 @@ def test_dense_join_declines_what_it_cannot_do() -> None:
     assert dense_join_indices(floats, floats, False) is None
     big = pa.chunked_array([pa.array(np.array([2**63 + 5] * n, dtype=np.uint64))])
     assert dense_join_indices(big, big, False) is None
+
+
+def test_dense_join_keeps_small_keys_beside_uint64_keys_beyond_int64() -> None:
+    """A probe slice holding a uint64 key above int64's range still matches its other keys."""
+    n = 10_000
+    build = pa.table({"k": pa.array(np.arange(n, dtype=np.uint64)), "w": pa.array(np.arange(n))})
+    keys = np.arange(n, dtype=np.uint64)
+    keys[::7] = np.uint64(2**63 + 5)  # never matches: every build key is below n
+    probe = pa.table({"k": pa.array(keys), "v": pa.array(np.arange(n))})
+    for how in ("inner", "left"):
+        got = local_join(probe, build, plan_join(probe.schema, build.schema, on="k", how=how))
+        matched = int((keys < n).sum())
+        assert got.num_rows == (matched if how == "inner" else n)
+        assert got.num_rows - got.column("w").null_count == matched  # matched rows carry a build row

@@ -25,13 +25,20 @@ MAX_SPAN_PER_ROW = 4
 MIN_ROWS = 4096
 
 
+def _as_int64(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """``keys`` as int64, and the mask of uint64 values beyond int64's range (None when there are none)."""
+    if keys.dtype == np.uint64:
+        beyond = keys > np.iinfo(np.int64).max
+        if beyond.any():
+            return keys.astype(np.int64), beyond  # those wrap: the caller must mask them
+    return keys.astype(np.int64, copy=False), None
+
+
 def _dense_keys(column: pa.ChunkedArray) -> np.ndarray | None:
     if not pa.types.is_integer(column.type) or column.null_count:
         return None
-    keys = column.to_numpy()  # the key column only: a temporary of 8 bytes a row at most
-    if keys.dtype == np.uint64 and len(keys) and int(keys.max()) > np.iinfo(np.int64).max:
-        return None
-    return keys.astype(np.int64, copy=False)
+    keys, beyond = _as_int64(column.to_numpy())  # the key column only: a temporary of 8 bytes a row at most
+    return None if beyond is not None else keys
 
 
 def dense_join_indices(
@@ -80,11 +87,11 @@ def _probe(
     offset = 0
     for chunk in probe.chunks:
         for at in range(0, len(chunk), PROBE_ROWS):
-            keys = chunk.slice(at, PROBE_ROWS).to_numpy()
-            if keys.dtype == np.uint64 and len(keys) and int(keys.max()) > np.iinfo(np.int64).max:
-                keys = np.full(len(keys), hi + 1, dtype=np.int64)  # beyond any build key: unmatched
-            kp = keys.astype(np.int64) - lo
+            keys, beyond = _as_int64(chunk.slice(at, PROBE_ROWS).to_numpy())
+            kp = keys - lo
             outside = (kp < 0) | (kp > hi - lo)
+            if beyond is not None:
+                outside |= beyond  # above every build key (those fit int64): unmatched
             kp[outside] = 0
             c = counts[kp]
             c[outside] = 0
