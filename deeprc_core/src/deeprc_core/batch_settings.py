@@ -61,6 +61,15 @@ class BatchOptions(TypedDict, total=False):
     readonly: ReadOnlyPolicy
 
 
+def check_shuffle_with_window(shuffle: str, window: Window | None, what: str) -> None:
+    """Refuse ``shuffle='global'`` with a window (windows need each rank's rows in time order)."""
+    if shuffle == "global" and window is not None:
+        raise ValueError(
+            f"{what}: shuffle='global' cannot be combined with window= (windows need the time order); "
+            "use shuffle=True (local), which permutes each rank's windows"
+        )
+
+
 def as_numpy_dtype(dtype: Any) -> np.dtype:
     """A numpy dtype from a numpy, torch (``torch.float32``) or TensorFlow (``tf.float32``) dtype, or a name."""
     numpy_of_tf = getattr(dtype, "as_numpy_dtype", None)
@@ -111,11 +120,7 @@ class BatchSettings:
             raise ValueError(
                 f"{what}: eval_window= needs window= (batches of rows and of windows cannot be mixed across splits)"
             )
-        if shuffle == "global" and window is not None:
-            raise ValueError(
-                f"{what}: shuffle='global' cannot be combined with window= (windows need the time order); "
-                "use shuffle=True (local), which permutes each rank's windows"
-            )
+        check_shuffle_with_window(shuffle, window, what)
         return cls(
             shuffle=shuffle,
             seed=int(o.get("seed", 0)),

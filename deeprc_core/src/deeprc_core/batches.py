@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from .batch_settings import check_shuffle_with_window
 from .comm import agree
 from .copies import record_copy
 from .errors import SchemaError, ZeroCopyError
@@ -206,11 +207,7 @@ class TableBatches:
         self.what = what
         self.features, self.target = features, target
         self.dropna_target = dropna_target
-        if self.window is not None and self.shuffle == "global":
-            raise ValueError(
-                f"{what}: shuffle='global' cannot be combined with window= (windows need the time order); "
-                "use shuffle=True (local), which permutes each rank's windows"
-            )
+        check_shuffle_with_window(self.shuffle, self.window, what)
         err: Exception | None = None
         try:
             self._validate(source)
