@@ -74,6 +74,8 @@ class Launcher:
     also_needs: tuple[tuple[str, ...], ...] = ()
     #: an MPI launcher: its ranks can form an MPI world (mpi4py) to agree a rendezvous
     mpi: bool = False
+    #: SLURM-style lists of tasks per node ("2(x3),1"), read at ``node_rank`` when no local size is set
+    tasks_per_node: tuple[str, ...] = ()
 
     def detect(self, env: Env) -> bool:
         """True when this launcher started the rank whose environment is ``env``."""
@@ -85,10 +87,9 @@ class Launcher:
         size, size_var = _read_int(env, self.size, self.name)
         local_size, _ = _read_int(env, self.local_size, self.name)
         node_rank, _ = _read_int(env, self.node_rank, self.name)
-        if self.name == "slurm" and local_size is None:
-            counts = slurm_tasks_per_node(
-                env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", "")
-            )  # "2(x3),1": tasks on each node of the step
+        if local_size is None and self.tasks_per_node:
+            listed = next((env[v] for v in self.tasks_per_node if env.get(v)), "")
+            counts = slurm_tasks_per_node(listed)  # "2(x3),1": tasks on each node of the step
             if counts and node_rank is not None and node_rank < len(counts):
                 local_size = counts[node_rank]
         return RankVars(
@@ -171,11 +172,12 @@ SLURM = Launcher(
     ("SLURM_PROCID",),
     ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"),
     ("SLURM_LOCALID",),
-    ("SLURM_NTASKS_PER_NODE",),  # else from SLURM_STEP_TASKS_PER_NODE at this node (Launcher.read)
+    ("SLURM_NTASKS_PER_NODE",),
     ("SLURM_NODEID",),
     ("SLURM_STEP_NUM_NODES", "SLURM_NNODES"),
     also_needs=(("SLURM_STEP_ID", "SLURM_STEPID"),),
     mpi=True,  # srun starts MPI ranks through PMI/PMIx
+    tasks_per_node=("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE"),
 )
 
 JOB_LAUNCHERS: tuple[Launcher, ...] = (DEEPRC, TORCHRUN, RADICAL)
