@@ -114,13 +114,14 @@ def test_dense_key_join_matches_reference(lrows: list, rrows: list, how: str, ke
     left = pa.table({"k": pa.array([r[0] for r in lrows], kt), "v": pa.array([r[1] for r in lrows], pa.int64())})
     right = pa.table({"k": pa.array([r[0] for r in rrows], kt), "w": pa.array([r[1] for r in rrows], pa.int64())})
     plan = plan_join(left.schema, right.schema, on="k", how=how)
-    old = dense_join.MIN_ROWS, dense_join.PROBE_ROWS
-    dense_join.MIN_ROWS, dense_join.PROBE_ROWS = 0, 4  # tiny tables take the dense path, probed 4 rows at a time
+    old = dense_join.MIN_ROWS, dense_join.PROBE_ROWS, dense_join.MAX_SPAN_PER_ROW
+    # tiny tables take the dense path (a span of up to 11 keys even for one build row), probed 4 rows at a time
+    dense_join.MIN_ROWS, dense_join.PROBE_ROWS, dense_join.MAX_SPAN_PER_ROW = 0, 4, 11
     try:
         found = dense_join.dense_join_indices(left.column("k"), right.column("k"), how == "left")
         got = local_join(left, right, plan)
     finally:
-        dense_join.MIN_ROWS, dense_join.PROBE_ROWS = old
+        dense_join.MIN_ROWS, dense_join.PROBE_ROWS, dense_join.MAX_SPAN_PER_ROW = old
     if lrows and rrows:
         assert found is not None  # the span of -5..5 is dense: the direct-addressing path ran
     assert got.column_names == ["k", "v", "w"] and got.schema.field("k").type == kt
