@@ -7,8 +7,10 @@ Variants (each run in a fresh process, unshuffled and shuffled, median of ``--re
 run round-robin over the variants, so that load changes fall on all of them alike):
 
 * ``deeprc``          DeepRCDataModule over a table with one packed feature column (zero-copy views)
-* ``deeprc_columns``  the same over 16 separate feature columns (each batch stacked from the column views:
-                      one counted copy of that batch, never of the table)
+* ``deeprc_columns``  the same over 16 separate feature columns (batches stacked from the column views by
+                      the compiled kernel, ~1 MiB of batches per copy, in a helper thread ahead of the
+                      loop: one counted copy of those batches, never of the table; the report records
+                      ``stack_kernel``, "compiled" or "numpy")
 * ``ideal``           (a) hand-slicing ``torch.from_numpy(np.stack(columns))`` (needs a full copy first)
 * ``tensordataset``   (b) ``TensorDataset`` + a default ``DataLoader(batch_size=1024)``
 * ``pandas``          (c) a map-style Dataset over a pandas DataFrame (per-row ``__getitem__``)
@@ -42,7 +44,7 @@ MiB = 1024 * 1024
 VARIANTS = ("deeprc", "deeprc_columns", "ideal", "tensordataset", "pandas", "hf_datasets")
 LABELS = {
     "deeprc": "DeepRCDataModule, packed column",
-    "deeprc_columns": "DeepRCDataModule, 16 separate columns (stacked per 4 batches)",
+    "deeprc_columns": "DeepRCDataModule, 16 separate columns (stacked ahead by the kernel)",
     "ideal": "(a) slicing one stacked tensor",
     "tensordataset": "(b) TensorDataset + DataLoader",
     "pandas": "(c) pandas map-style Dataset",
@@ -203,6 +205,13 @@ def run_worker(variant: str, rows: int, features: int, batch: int, shuffle: bool
 
 
 # ------------------------------------------------------------------ driver
+def _stack_kernel() -> str:
+    """Which implementation stacked the separate columns: "compiled" or "numpy" (deeprc_core.stacking)."""
+    from deeprc_core.stacking import STACK_KERNEL
+
+    return STACK_KERNEL
+
+
 def _available(variant: str) -> bool:
     if variant != "hf_datasets":
         return True
@@ -316,6 +325,7 @@ def main() -> None:
         "features": args.features,
         "batch": args.batch,
         "skipped": skipped,
+        "stack_kernel": _stack_kernel(),
         "results": rows_out,
     }
     (args.out / "torch_loader.json").write_text(json.dumps(report, indent=2))

@@ -40,7 +40,7 @@ def test_several_feature_columns_are_stacked_per_batch_never_packed() -> None:
     with d.counting_copies() as copies:
         tb = TableBatches(_table(), ["a", "b"], ["y"], 20)
         batches = list(tb.epoch(0))
-    # x: one copy per group of up to STACK_GROUP batches (here all 3: 50 rows x 2 float32), never the whole
+    # x: one copy per group of up to STACK_BYTES (here all 3 batches: 50 rows x 2 float32), never the whole
     # table at once; a list target is packed once
     assert copies.count == {"pack": 1, "stack": 1} and copies.nbytes["stack"] == 50 * 2 * 4  # 3 batches, one group
     assert all(b.x.flags.c_contiguous for b in batches)

@@ -24,6 +24,8 @@ keyword            default      meaning
 ``dtype``          ``float32``  of x and y: a numpy, torch or TensorFlow dtype, or its name
 ``readonly``       ``"auto"``   read-only views (:data:`~deeprc_core.views.ReadOnlyPolicy`);
                                 immutable consumers (TensorFlow) always alias
+``stack_ahead``    ``2``        groups of batches (~1 MiB each) a helper thread stacks ahead
+                                when features are separate columns (0: in the consuming thread)
 =================  ===========  ===============================================================
 """
 
@@ -59,6 +61,7 @@ class BatchOptions(TypedDict, total=False):
     dropna_target: bool
     dtype: Any
     readonly: ReadOnlyPolicy
+    stack_ahead: int
 
 
 def check_shuffle_with_window(shuffle: str, window: Window | None, what: str) -> None:
@@ -95,6 +98,7 @@ class BatchSettings:
     dropna_target: bool = True
     dtype: np.dtype = np.dtype(np.float32)
     readonly: ReadOnlyPolicy = "auto"
+    stack_ahead: int = 2
 
     @classmethod
     def from_options(cls, what: str, options: Mapping[str, Any]) -> BatchSettings:
@@ -121,6 +125,9 @@ class BatchSettings:
                 f"{what}: eval_window= needs window= (batches of rows and of windows cannot be mixed across splits)"
             )
         check_shuffle_with_window(shuffle, window, what)
+        stack_ahead = o.get("stack_ahead", 2)
+        if isinstance(stack_ahead, bool) or not isinstance(stack_ahead, int) or stack_ahead < 0:
+            raise ValueError(f"{what}: stack_ahead={stack_ahead!r}: give a number of groups >= 0 (0: no helper thread)")
         return cls(
             shuffle=shuffle,
             seed=int(o.get("seed", 0)),
@@ -131,6 +138,7 @@ class BatchSettings:
             dropna_target=bool(o.get("dropna_target", True)),
             dtype=as_numpy_dtype(o.get("dtype", np.float32)),
             readonly=readonly,
+            stack_ahead=stack_ahead,
         )
 
     def for_eval(self) -> BatchSettings:
@@ -165,5 +173,6 @@ class BatchSettings:
             dropna_target=s.dropna_target,
             dtype=s.dtype,
             align=align,
+            stack_ahead=s.stack_ahead,
             what=what,
         )

@@ -17,8 +17,9 @@ with ``window``             ``(B, input_len, F)``           ``(B, horizon, T)``
 ==========================  ==============================  ===========================
 
 Copies: none for unshuffled batches of a single (or packed ``fixed_size_list``) column; a
-list of scalar feature columns is stacked from the column views, one copy per group of
-``STACK_GROUP`` batches (``stack``; each batch a view of its group, never a copy of the table); a shuffled batch is one gather of that batch only; a dtype cast or a
+list of scalar feature columns is stacked from the column views, one copy per group of about
+``STACK_BYTES`` (``stack``; each batch a view of its group, never a copy of the table; by the
+compiled kernel of :mod:`deeprc_core.stacking` where it is built); a shuffled batch is one gather of that batch only; a dtype cast or a
 chunked column is one copy of that column at setup (``cast``, ``combine``); a global
 shuffle moves the table once per epoch. All are counted in :func:`deeprc_core.copy_stats`.
 """
@@ -36,13 +37,30 @@ from .comm import agree
 from .copies import record_copy
 from .errors import SchemaError, ZeroCopyError
 from .plan import BatchPlan, EvenPolicy, epoch_number, normalize_shuffle, positive_int
+from .prefetch import prefetched
+from .stacking import ColumnStack
 from .table import GlobalTable, check_columns
-from .views import aligned_copy, column_view, is_aligned, pack_columns, sliding_windows, stack_columns, take_rows
+from .views import aligned_copy, column_view, is_aligned, pack_columns, sliding_windows, take_rows
 from .windows import Window, with_halo
 
 ROW_ID = "__deeprc_row__"
-#: Batches whose features one copy stacks from separate columns (bounded: a few batches of memory)
-STACK_GROUP = 4
+#: Bytes of features one copy stacks from separate columns: that many batches' worth at once (at
+#: least one batch), so the per-call cost is paid per group and a shuffled group's reads overlap
+STACK_BYTES = 256 * 1024
+#: The same when a helper thread stacks ahead (larger groups: fewer hand-overs between the threads)
+STACK_BYTES_AHEAD = 1024 * 1024
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of ``size`` items (the last one shorter)."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 class Batch:
@@ -177,7 +195,9 @@ class TableBatches:
     :mod:`deeprc_core.plan`); ``window`` is a :class:`~deeprc_core.windows.Window` or
     ``(input_len, horizon[, stride])``; ``dropna_target`` skips windows/rows whose
     target is NaN (e.g. missing streamflow); ``align`` makes every batch start on that
-    byte boundary (64 for TensorFlow), copying (counted) only where it must.
+    byte boundary (64 for TensorFlow), copying (counted) only where it must;
+    ``stack_ahead`` is how many groups of batches a helper thread stacks ahead from
+    separate feature columns (0: stack in the consuming thread).
     """
 
     def __init__(
@@ -195,9 +215,12 @@ class TableBatches:
         dropna_target: bool = True,
         dtype: Any = np.float32,
         align: int | None = None,
+        stack_ahead: int = 2,
         what: str = "dataset",
     ) -> None:
         self.comm = source.comm
+        #: groups of batches a helper thread stacks ahead from separate columns (0: in the consuming thread)
+        self.stack_ahead = max(0, int(stack_ahead))
         self.batch_size = positive_int(batch_size, "batch_size", what)
         self.shuffle = normalize_shuffle(shuffle)
         self.seed = int(seed)
@@ -276,7 +299,8 @@ class TableBatches:
         self._x_table = local
         self._x_base: np.ndarray | None = None
         self._x_view: np.ndarray | None = None
-        self._x_cols: list[np.ndarray] | None = None
+        self._x_cols: ColumnStack | None = None
+        self._no_x_cols = False
         self._arrays: BatchArrays | None = None
         if isinstance(self.features, str):
             self._x_base = _matrix(local, self.features, "__x__", self.dtype, self.align)
@@ -335,24 +359,26 @@ class TableBatches:
                 self._x_view = sliding_windows(x2[self._window_first :], w.input_len, w.stride)[: self._n_starts]
         return self._x_view
 
-    def _x_columns(self) -> list[np.ndarray] | None:
-        """Per-column sample views of x when x is a list of scalar columns, else None.
+    def _x_columns(self) -> ColumnStack | None:
+        """The stacker of x's per-column sample views when x is a list of scalar columns, else None.
 
         Batches are stacked from these (one copy of the batch): the table is never packed.
         With a window each view is the column's zero-copy windows, ``(samples, input_len)``.
         """
-        if self._x_cols is None:
+        if self._x_cols is None and not self._no_x_cols:
             arrays = self.arrays()
             w = self.window
             if not arrays.stack_x:
-                self._x_cols = []
-            elif w is None:
-                self._x_cols = list(arrays.x)
+                self._no_x_cols = True
+                return None
+            if w is None:
+                views = list(arrays.x)
             else:
-                self._x_cols = [
+                views = [
                     sliding_windows(c[self._window_first :], w.input_len, w.stride)[: self._n_starts] for c in arrays.x
                 ]
-        return self._x_cols or None
+            self._x_cols = ColumnStack(views)
+        return self._x_cols
 
     def _fill_target_nulls(self, local: pa.Table) -> pa.Table:
         """Nulls in a float target become NaN (then skipped by dropna_target)."""
@@ -454,20 +480,26 @@ class TableBatches:
         """The batches of ``epoch`` from batch ``start`` on (collective for shuffle='global')."""
         self.prepare_epoch(epoch)
         planned = self.plan.batches(epoch, start)
-        if self._x_columns() is None or self.align:
+        columns = self._x_columns()
+        if columns is None or self.align:
             for p in planned:
                 yield self._batch(self._sample_rows(p.samples, p.padded), p.padded, p.number, epoch)
             return
-        # Feature columns: stack STACK_GROUP batches per copy (Python's per-column cost is paid once per
-        # group, not per batch); each batch is a view of its group's rows. Memory: one group.
-        group: list[Any] = []
-        for p in planned:
-            group.append(p)
-            if len(group) == STACK_GROUP:
-                yield from self._stacked(group, epoch)
-                group = []
-        if group:
-            yield from self._stacked(group, epoch)
+        # Feature columns: stack a group of about STACK_BYTES per copy (the per-call cost is paid once per
+        # group, not per batch), stack_ahead groups ahead in a helper thread (the kernel runs without the
+        # GIL, so stacking overlaps the consumer); each batch is a view of its group. Memory: a few groups.
+        # numpy's fallback takes and drops the GIL once per column: a helper thread would only wait for it.
+        ahead = self.stack_ahead if columns.compiled else 0
+        per_batch = self.batch_size * int(np.prod(self.sample_shapes[0])) * self.dtype.itemsize
+        group_size = max(1, (STACK_BYTES_AHEAD if ahead else STACK_BYTES) // max(per_batch, 1))
+        groups = (self._stack_group(g) for g in _chunks(planned, group_size))
+        for group, rows, xs, ys in prefetched(groups, ahead, f"{self.what} stacking"):
+            at = 0
+            for p, r in zip(group, rows):
+                n = len(range(*r.indices(columns.num_samples))) if isinstance(r, slice) else len(r)
+                y = None if ys is None else ys[at : at + n]
+                yield self._batch(r, p.padded, p.number, epoch, x=xs[at : at + n], y=y)
+                at += n
 
     def _sample_rows(self, samples: slice | np.ndarray, padded: np.ndarray | None) -> slice | np.ndarray:
         """Rows of the sample views for planned ``samples``: a slice, or an index (sorted unless padded)."""
@@ -477,24 +509,53 @@ class TableBatches:
             return samples
         return np.sort(samples) if padded is None else samples  # sorted reads are faster; order is free
 
-    def _stacked(self, group: list[Any], epoch: int) -> Iterator[Batch]:
-        """The batches of ``group`` with x stacked from the feature columns in one copy (counted)."""
-        rows = [self._sample_rows(p.samples, p.padded) for p in group]
-        columns = self._x_columns()
+    def _stack_group(
+        self, group: list[Any]
+    ) -> tuple[list[Any], list[slice | np.ndarray], np.ndarray, np.ndarray | None]:
+        """x (and, for an index, y) of the batches of ``group`` in one copy each (counted).
+
+        Returns the group, each batch's sample rows, the stacked x and the gathered y (None:
+        the batches' y are views, or there is no target). Runs in the stacking thread.
+        """
+        columns = self._x_cols
         assert columns is not None
+        if all(isinstance(p.samples, np.ndarray) and p.padded is None for p in group):
+            return self._gather_group(group, columns)
+        rows = [self._sample_rows(p.samples, p.padded) for p in group]
         slices = [r for r in rows if isinstance(r, slice)]
         whole: slice | np.ndarray
         if len(slices) == len(rows) and all(a.stop == b.start for a, b in zip(slices, slices[1:])):
             whole, reason = slice(slices[0].start, slices[-1].stop), "stack"
+            ys = None
         else:
             whole = np.concatenate([np.arange(r.start, r.stop) if isinstance(r, slice) else r for r in rows])
             reason = "window-gather" if self.window is not None else "gather"
-        xs = stack_columns(columns, whole, None, reason)
-        at = 0
-        for p, r in zip(group, rows):
-            n = len(range(*r.indices(len(columns[0])))) if isinstance(r, slice) else len(r)
-            yield self._batch(r, p.padded, p.number, epoch, x=xs[at : at + n])
-            at += n
+            ys = None if self._y is None else take_rows(self._y, whole, None, reason)
+        return group, rows, columns.batch(whole, None, reason), ys
+
+    def _gather_group(
+        self, group: list[Any], columns: ColumnStack
+    ) -> tuple[list[Any], list[slice | np.ndarray], np.ndarray, np.ndarray | None]:
+        """:meth:`_stack_group` for shuffled batches without padding: index, sort and gather once per group."""
+        whole = np.concatenate([p.samples for p in group])
+        if self._valid is not None:
+            whole = self._valid[whole]
+        if whole.dtype != np.int64:
+            whole = whole.astype(np.int64)
+        sizes = [len(p.samples) for p in group]
+        bs = sizes[0]
+        if all(k == bs for k in sizes):  # sorted reads are faster; the order within a batch is free
+            whole.reshape(len(group), bs).sort(axis=1)
+            rows: list[slice | np.ndarray] = [whole[i * bs : (i + 1) * bs] for i in range(len(group))]
+        else:
+            rows, at = [], 0
+            for k in sizes:
+                whole[at : at + k].sort()
+                rows.append(whole[at : at + k])
+                at += k
+        reason = "window-gather" if self.window is not None else "gather"
+        ys = None if self._y is None else take_rows(self._y, whole, None, reason)
+        return group, rows, columns.batch(whole, None, reason), ys
 
     def _batch(
         self,
@@ -503,25 +564,27 @@ class TableBatches:
         number: int,
         epoch: int,
         x: np.ndarray | None = None,
+        y: np.ndarray | None = None,
     ) -> Batch:
-        """One batch of sample rows ``rows`` (from :meth:`_sample_rows`); ``x`` when already stacked."""
-        if isinstance(rows, slice):
+        """One batch of sample rows ``rows`` (from :meth:`_sample_rows`); ``x``/``y`` when already stacked/gathered."""
+        if x is not None:  # stacked by _stack_group (never aligned): y came with it, or is a view of the rows
+            if y is None and self._y is not None:
+                y = self._y[rows]
+        elif isinstance(rows, slice):
             y = None if self._y is None else self._y[rows]
-            if x is None:
-                x = self._x[rows]
-                if self.align and (not is_aligned(x, self.align) or not x.flags.c_contiguous):
-                    x = aligned_copy(x, self.align, "tf-batch")
+            x = self._x[rows]
+            if self.align and (not is_aligned(x, self.align) or not x.flags.c_contiguous):
+                x = aligned_copy(x, self.align, "tf-batch")
             if self.align and y is not None and (not is_aligned(y, self.align) or not y.flags.c_contiguous):
                 y = aligned_copy(y, self.align, "tf-batch")
         else:
             reason = "window-gather" if self.window is not None else "gather"
-            if x is None:
-                columns = self._x_columns()
-                x = (
-                    take_rows(self._x, rows, self.align, reason)
-                    if columns is None
-                    else stack_columns(columns, rows, self.align, reason)
-                )
+            columns = self._x_columns()
+            x = (
+                take_rows(self._x, rows, self.align, reason)
+                if columns is None
+                else columns.batch(rows, self.align, reason)
+            )
             y = None if self._y is None else take_rows(self._y, rows, self.align, reason)
         # Bind the id arrays now: a global shuffle replaces them at the next epoch.
         first = self._first

@@ -28,6 +28,9 @@ DEEPRC_MPI_ABORT_ON_ERROR 0 keeps mpi4py's default on an uncaught exception (the
 DEEPRC_TF_PATCH_KERAS     0 skips deeprc-tf's guarded Keras 3 distribution fixes
 DEEPRC_HOME               deeprc-launch's folder: pilot service state, run logs
                           (default ~/.deeprc)
+DEEPRC_STACK_KERNEL       how batches are stacked from separate columns: auto (the compiled
+                          kernel where built), compiled (require it) or numpy
+                          (:mod:`deeprc_core.stacking`)
 DEEPRC_DATA               another folder of the example datasets (read by the repo's
                           examples, tests and benchmarks, not by the library)
 ========================  =====================================================
@@ -53,6 +56,7 @@ JOB_SECRET = "DEEPRC_JOB_SECRET"
 MPI_ABORT_ON_ERROR = "DEEPRC_MPI_ABORT_ON_ERROR"
 TF_PATCH_KERAS = "DEEPRC_TF_PATCH_KERAS"
 HOME = "DEEPRC_HOME"
+STACK_KERNEL = "DEEPRC_STACK_KERNEL"
 DATA = "DEEPRC_DATA"
 
 #: Every DEEPRC_* variable, in the order of the table above.
@@ -75,6 +79,7 @@ ALL = (
     MPI_ABORT_ON_ERROR,
     TF_PATCH_KERAS,
     HOME,
+    STACK_KERNEL,
     DATA,
 )
 

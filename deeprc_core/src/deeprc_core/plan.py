@@ -199,8 +199,8 @@ class BatchPlan:
         for b in range(max(start, 0), self.num_batches):
             lo = b * bs
             hi = min(lo + bs, total)
-            if hi <= n and order is None:
-                yield PlannedBatch(b, slice(lo, hi))
+            if hi <= n:  # no padding: consecutive rows, or a view of this stretch of the epoch's own order
+                yield PlannedBatch(b, slice(lo, hi) if order is None else order[lo:hi])
                 continue
             pos = np.arange(lo, hi, dtype=np.int64)
             padded = pos >= n

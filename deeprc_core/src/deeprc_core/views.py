@@ -471,25 +471,3 @@ def take_rows(view: np.ndarray, index: np.ndarray, alignment: int | None = None,
     np.take(view, index, axis=0, out=out)
     record_copy(reason, out.nbytes, "batch")
     return out
-
-
-def stack_columns(
-    columns: Sequence[np.ndarray],
-    rows: slice | np.ndarray,
-    alignment: int | None = None,
-    reason: str = "stack",
-) -> np.ndarray:
-    """One batch of ``rows`` (a slice or an index) from per-column views, the columns on the last axis.
-
-    ``columns`` are views of one column each, ``(n,)`` or ``(n, L)`` for windows; the batch
-    is ``(B, F)`` or ``(B, L, F)``, C-contiguous: one copy of this batch only (counted under
-    ``reason``), never of the table. With ``alignment`` it lies on that byte boundary.
-    """
-    first = columns[0]
-    n = len(range(*rows.indices(len(first)))) if isinstance(rows, slice) else len(rows)
-    shape = (n, *first.shape[1:], len(columns))
-    out = aligned_empty(shape, first.dtype, alignment) if alignment else np.empty(shape, dtype=first.dtype)
-    for j, col in enumerate(columns):
-        out[..., j] = col[rows]  # a strided write into the batch: no temporary for slices
-    record_copy(reason, out.nbytes, "batch")
-    return out
