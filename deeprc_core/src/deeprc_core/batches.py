@@ -493,7 +493,10 @@ class TableBatches:
         per_batch = self.batch_size * int(np.prod(self.sample_shapes[0])) * self.dtype.itemsize
         group_size = max(1, (STACK_BYTES_AHEAD if ahead else STACK_BYTES) // max(per_batch, 1))
         groups = (self._stack_group(g) for g in _chunks(planned, group_size))
-        for group, rows, xs, ys in prefetched(groups, ahead, f"{self.what} stacking"):
+        reason = "window-gather" if self.window is not None else "gather"
+        for group, rows, xs, index in prefetched(groups, ahead, f"{self.what} stacking"):
+            # y here, in the consumer, which would otherwise wait for the helper's next group
+            ys = None if index is None or self._y is None else take_rows(self._y, index, None, reason)
             at = 0
             for p, r in zip(group, rows):
                 n = len(range(*r.indices(columns.num_samples))) if isinstance(r, slice) else len(r)
@@ -512,10 +515,10 @@ class TableBatches:
     def _stack_group(
         self, group: list[Any]
     ) -> tuple[list[Any], list[slice | np.ndarray], np.ndarray, np.ndarray | None]:
-        """x (and, for an index, y) of the batches of ``group`` in one copy each (counted).
+        """x of the batches of ``group`` in one copy (counted); runs in the stacking thread.
 
-        Returns the group, each batch's sample rows, the stacked x and the gathered y (None:
-        the batches' y are views, or there is no target). Runs in the stacking thread.
+        Returns the group, each batch's sample rows, the stacked x and the group's sample
+        index (None when the group is consecutive rows: its y are views).
         """
         columns = self._x_cols
         assert columns is not None
@@ -525,13 +528,11 @@ class TableBatches:
         slices = [r for r in rows if isinstance(r, slice)]
         whole: slice | np.ndarray
         if len(slices) == len(rows) and all(a.stop == b.start for a, b in zip(slices, slices[1:])):
-            whole, reason = slice(slices[0].start, slices[-1].stop), "stack"
-            ys = None
-        else:
-            whole = np.concatenate([np.arange(r.start, r.stop) if isinstance(r, slice) else r for r in rows])
-            reason = "window-gather" if self.window is not None else "gather"
-            ys = None if self._y is None else take_rows(self._y, whole, None, reason)
-        return group, rows, columns.batch(whole, None, reason), ys
+            whole = slice(slices[0].start, slices[-1].stop)
+            return group, rows, columns.batch(whole, None, "stack"), None
+        whole = np.concatenate([np.arange(r.start, r.stop) if isinstance(r, slice) else r for r in rows])
+        reason = "window-gather" if self.window is not None else "gather"
+        return group, rows, columns.batch(whole, None, reason), whole
 
     def _gather_group(
         self, group: list[Any], columns: ColumnStack
@@ -554,8 +555,7 @@ class TableBatches:
                 rows.append(whole[at : at + k])
                 at += k
         reason = "window-gather" if self.window is not None else "gather"
-        ys = None if self._y is None else take_rows(self._y, whole, None, reason)
-        return group, rows, columns.batch(whole, None, reason), ys
+        return group, rows, columns.batch(whole, None, reason), whole
 
     def _batch(
         self,
