@@ -493,16 +493,20 @@ class TableBatches:
         per_batch = self.batch_size * int(np.prod(self.sample_shapes[0])) * self.dtype.itemsize
         group_size = max(1, (STACK_BYTES_AHEAD if ahead else STACK_BYTES) // max(per_batch, 1))
         groups = (self._stack_group(g) for g in _chunks(planned, group_size))
-        reason = "window-gather" if self.window is not None else "gather"
         for group, rows, xs, index in prefetched(groups, ahead, f"{self.what} stacking"):
             # y here, in the consumer, which would otherwise wait for the helper's next group
-            ys = None if index is None or self._y is None else take_rows(self._y, index, None, reason)
+            ys = None if index is None or self._y is None else take_rows(self._y, index, None, self._gather_reason)
             at = 0
             for p, r in zip(group, rows):
                 n = len(range(*r.indices(columns.num_samples))) if isinstance(r, slice) else len(r)
                 y = None if ys is None else ys[at : at + n]
                 yield self._batch(r, p.padded, p.number, epoch, x=xs[at : at + n], y=y)
                 at += n
+
+    @property
+    def _gather_reason(self) -> str:
+        """The copy-counter reason of a gathered batch: of windows, or of rows."""
+        return "window-gather" if self.window is not None else "gather"
 
     def _sample_rows(self, samples: slice | np.ndarray, padded: np.ndarray | None) -> slice | np.ndarray:
         """Rows of the sample views for planned ``samples``: a slice, or an index (sorted unless padded)."""
@@ -526,13 +530,10 @@ class TableBatches:
             return self._gather_group(group, columns)
         rows = [self._sample_rows(p.samples, p.padded) for p in group]
         slices = [r for r in rows if isinstance(r, slice)]
-        whole: slice | np.ndarray
         if len(slices) == len(rows) and all(a.stop == b.start for a, b in zip(slices, slices[1:])):
-            whole = slice(slices[0].start, slices[-1].stop)
-            return group, rows, columns.batch(whole, None, "stack"), None
+            return group, rows, columns.batch(slice(slices[0].start, slices[-1].stop), None, "stack"), None
         whole = np.concatenate([np.arange(r.start, r.stop) if isinstance(r, slice) else r for r in rows])
-        reason = "window-gather" if self.window is not None else "gather"
-        return group, rows, columns.batch(whole, None, reason), whole
+        return group, rows, columns.batch(whole, None, self._gather_reason), whole
 
     def _gather_group(
         self, group: list[Any], columns: ColumnStack
@@ -543,19 +544,10 @@ class TableBatches:
             whole = self._valid[whole]
         if whole.dtype != np.int64:
             whole = whole.astype(np.int64)
-        sizes = [len(p.samples) for p in group]
-        bs = sizes[0]
-        if all(k == bs for k in sizes):  # sorted reads are faster; the order within a batch is free
-            whole.reshape(len(group), bs).sort(axis=1)
-            rows: list[slice | np.ndarray] = [whole[i * bs : (i + 1) * bs] for i in range(len(group))]
-        else:
-            rows, at = [], 0
-            for k in sizes:
-                whole[at : at + k].sort()
-                rows.append(whole[at : at + k])
-                at += k
-        reason = "window-gather" if self.window is not None else "gather"
-        return group, rows, columns.batch(whole, None, reason), whole
+        bounds = np.cumsum([0] + [len(p.samples) for p in group])
+        _sort_batches(whole, bounds, None, self.batch_size)  # a copy of the order: sorting it in place is safe
+        rows: list[slice | np.ndarray] = [whole[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
+        return group, rows, columns.batch(whole, None, self._gather_reason), whole
 
     def _batch(
         self,
@@ -578,7 +570,7 @@ class TableBatches:
             if self.align and y is not None and (not is_aligned(y, self.align) or not y.flags.c_contiguous):
                 y = aligned_copy(y, self.align, "tf-batch")
         else:
-            reason = "window-gather" if self.window is not None else "gather"
+            reason = self._gather_reason
             columns = self._x_columns()
             x = (
                 take_rows(self._x, rows, self.align, reason)
