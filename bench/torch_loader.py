@@ -8,7 +8,7 @@ run round-robin over the variants, so that load changes fall on all of them alik
 
 * ``deeprc``          DeepRCDataModule over a table with one packed feature column (zero-copy views)
 * ``deeprc_columns``  the same over 16 separate feature columns (batches stacked from the column views by
-                      the compiled kernel, ~1 MiB of batches per copy, in a helper thread ahead of the
+                      the compiled kernel, ~1 MiB of batches per copy, in its native thread ahead of the
                       loop: one counted copy of those batches, never of the table; the report records
                       ``stack_kernel``, "compiled" or "numpy")
 * ``ideal``           (a) hand-slicing ``torch.from_numpy(np.stack(columns))`` (needs a full copy first)

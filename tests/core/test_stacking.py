@@ -40,7 +40,7 @@ def _both(columns: list[np.ndarray], rows: slice | np.ndarray) -> tuple[np.ndarr
 
 @needs_kernel
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int8", "int16", "uint32", "int64"])
-@pytest.mark.parametrize("f", [1, 3, 16])
+@pytest.mark.parametrize("f", [1, 3, 6, 16])
 def test_kernel_equals_numpy_for_slices_and_indexes(dtype: str, f: int) -> None:
     cols = _columns(1000, f, dtype)
     reference = np.stack(cols, axis=1)
@@ -152,53 +152,120 @@ def test_a_pyarrow_column_view_goes_through_the_kernel_unchanged() -> None:
     assert x.tolist() == [[9.0, 18.0], [0.0, 0.0]]
 
 
-def test_stacking_ahead_in_a_helper_thread_gives_the_same_batches() -> None:
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"target": ["y", "y2"]},  # a packed (n, 2) target: gathered by the worker too
+        {"window": d.Window(input_len=6, horizon=2, stride=3)},  # windows of y: gathered in the consumer
+        {"even": "pad", "nan_targets": True},
+    ],
+    ids=["scalar-target", "two-targets", "window", "dropna"],
+)
+def test_stacking_ahead_in_the_kernels_thread_gives_the_same_batches(options: dict[str, object]) -> None:
     n = 5000
     cols = {f"f{j}": np.arange(n, dtype=np.float32) * (j + 1) for j in range(4)}
-    t = d.GlobalTable(pa.table({**cols, "y": np.arange(n, dtype=np.float32)}))
+    y = np.arange(n, dtype=np.float32)
+    if options.pop("nan_targets", False):
+        y[::7] = np.nan  # dropna_target: the samples are an index of the valid rows
+    t = d.GlobalTable(pa.table({**cols, "y": y, "y2": -np.arange(n, dtype=np.float32)}))
+    target = options.pop("target", "y")
     for shuffle in (False, True):
         runs = []
         for ahead in (0, 1, 3):
-            tb = d.TableBatches(t, list(cols), "y", 100, shuffle=shuffle, seed=5, stack_ahead=ahead)
+            tb = d.TableBatches(t, list(cols), target, 100, shuffle=shuffle, seed=5, stack_ahead=ahead, **options)
             runs.append([(b.number, b.x.tobytes(), b.y.tobytes(), b.index.tobytes()) for b in tb.epoch(2)])
-        assert runs[0] == runs[1] == runs[2] and len(runs[0]) == 50
+        assert runs[0] == runs[1] == runs[2] and len(runs[0]) >= 10
         first = runs[0][0]
-        assert np.frombuffer(first[1], np.float32).reshape(100, 4)[:, 2].tolist() == [
-            3 * i for i in np.frombuffer(first[3], np.int64)
-        ]
+        if "window" not in options:
+            assert np.frombuffer(first[1], np.float32).reshape(-1, 4)[:, 2].tolist() == [
+                3 * i for i in np.frombuffer(first[3], np.int64)
+            ]
 
 
-def test_prefetched_passes_errors_on_and_stops_when_the_consumer_leaves() -> None:
-    import threading
-    import time
+@needs_kernel
+def test_the_worker_stacks_queued_batches_in_order_without_holding_the_gil() -> None:
+    assert stacking._native is not None
+    cols = _columns(20_000, 16, "float32")
+    reference = np.stack(cols, axis=1)
+    handle = stacking._native.Columns(cols)
+    assert handle.num_samples == 20_000
+    worker = stacking._native.Worker(8)
+    rng = np.random.default_rng(3)
+    jobs = []
+    for k in range(8):
+        rows: int | np.ndarray = 1000 * k if k % 2 else rng.integers(0, 20_000, 1000)
+        out = np.empty((1000, 16), np.float32)
+        jobs.append((worker.submit(out, handle, rows), out, rows))
+    with pytest.raises(RuntimeError, match="8 jobs are not waited for"):
+        worker.submit(np.empty((1, 16), np.float32), handle, 0)
+    worker.wait(jobs[-1][0])  # waits for every earlier one too
+    for ticket, out, rows in jobs:
+        worker.wait(ticket)  # done already: returns at once
+        want = reference[rows : rows + 1000] if isinstance(rows, int) else reference[rows]
+        assert (out == want).all()
+    # a bad job is refused at submit, before it is queued; the worker goes on
+    with pytest.raises(IndexError, match="outside the 20000 samples"):
+        worker.submit(np.empty((2, 16), np.float32), handle, np.array([0, 20_000]))
+    with pytest.raises(ValueError, match="never submitted"):
+        worker.wait(10**6)
+    out = np.empty((3, 16), np.float32)
+    worker.wait(worker.submit(out, cols, 5))  # a plain sequence of columns is parsed at submit
+    assert (out == reference[5:8]).all()
+    worker.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        worker.submit(out, handle, 0)
 
-    from deeprc_core.prefetch import prefetched
 
-    def failing() -> object:
-        yield 1
-        raise RuntimeError("column 'f3' went away")
+@needs_kernel
+def test_the_worker_holds_its_buffers_and_stops_with_the_epoch() -> None:
+    import gc
 
-    it = prefetched(failing(), 2, "test-prefetch")
-    assert next(it) == 1
-    with pytest.raises(RuntimeError, match="column 'f3' went away"):
+    assert stacking._native is not None
+    cols = _columns(1000, 3, "float64")
+    worker = stacking._native.Worker(2)
+    out = np.empty((10, 3))
+    view = out[:]
+    want = np.stack(cols, axis=1)[990:]
+    ticket = worker.submit(view, cols, 990)
+    del view, cols  # the worker's buffer references keep both alive until the job is waited for
+    gc.collect()
+    worker.wait(ticket)
+    assert (out == want).all()
+    from deeprc_core.batches import STACK_THREADS
+
+    before = _threads()
+    n = 20_000
+    cols2 = {f"f{j}": np.arange(n, dtype=np.float32) for j in range(16)}
+    table = d.GlobalTable(pa.table({**cols2, "y": np.zeros(n, np.float32)}))
+    for shuffle, threads in ((False, 1), (True, STACK_THREADS)):  # gathers wait on memory: more threads
+        it = d.TableBatches(table, list(cols2), "y", 64, shuffle=shuffle).epoch(0)
         next(it)
+        assert _threads() == before + threads  # the epoch's stacking threads
+        it.close()  # a break in the training loop, or limit_train_batches
+        assert _threads() == before
 
-    produced: list[int] = []
 
-    def endless() -> object:
-        i = 0
-        while True:
-            produced.append(i)
-            yield i
-            i += 1
-
-    it2 = prefetched(endless(), 2, "test-prefetch-endless")
-    assert [next(it2) for _ in range(3)] == [0, 1, 2]
-    it2.close()  # the consumer leaves mid-way (a break, limit_train_batches)
-    time.sleep(0.3)
-    assert not any(th.name == "test-prefetch-endless" for th in threading.enumerate())
-    assert len(produced) <= 3 + 2 + 1  # never more than depth ahead
-    assert list(prefetched(iter([4, 5]), 0)) == [4, 5]  # depth 0: inline, no thread
+@needs_kernel
+def test_a_worker_used_after_fork_fails_at_once_instead_of_hanging() -> None:
+    assert stacking._native is not None
+    worker = stacking._native.Worker(2)
+    cols = _columns(100, 2, "float32")
+    pid = os.fork()
+    if pid == 0:  # the child: the worker's thread did not come with it
+        code = 3
+        try:
+            worker.submit(np.empty((1, 2), np.float32), cols, 0)
+        except RuntimeError as exc:
+            code = 0 if "forked" in str(exc) else 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    worker.close()
 
 
 def test_stack_ahead_is_a_checked_batch_setting() -> None:

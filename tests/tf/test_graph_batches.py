@@ -125,3 +125,53 @@ def test_restart_records_a_new_generation() -> None:
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)  # a fresh iterator starts at epoch 0 again
     assert sorted({s.generation for s in stream.served}) == [0, 1]
+
+
+GROUPED: dict[str, dict[str, Any]] = {
+    "shuffled-dropna": dict(target="t", shuffle=True),
+    "pad": dict(target=["u", "t"], shuffle=True, even="pad", drop_last=True),
+    "no-target": dict(target=None, shuffle=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GROUPED))
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_separate_columns_out_of_order_are_stacked_by_the_core_a_group_at_a_time(
+    name: str, replicas: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shuffled/filtered separate columns: groups of 3 batches from the core's stacker, the same batches."""
+    monkeypatch.setattr(deeprc_tf.dataset, "GROUP_BYTES", 3 * 50 * 3 * 4)  # 3 batches of 50 x 3 float32
+    case = dict(GROUPED[name])
+    target = case.pop("target")
+    gt = GlobalTable(_table(), LocalCommunicator())
+    make = lambda: TableBatches(gt, ["a", "b", "c"], target, 50, seed=4, align=64, **case)  # noqa: E731
+    reference = _reference(make(), 2)
+    stream = deeprc_tf.BatchStream(make(), local_replicas=replicas, record=True)
+    assert stream._grouped and stream._group_size == 3
+    reset_copy_stats()
+    got = list(stream.dataset(prefetch=0).take(2 * stream.steps * replicas))
+    for k, (x, y, index) in enumerate(reference):
+        parts = got[k * replicas : (k + 1) * replicas]
+        gx = np.concatenate([(p if target is None else p[0]).numpy() for p in parts])
+        np.testing.assert_array_equal(gx, x, err_msg=f"x of batch {k}")
+        if y is not None:
+            np.testing.assert_array_equal(np.concatenate([p[1].numpy() for p in parts]), y, err_msg=f"y of batch {k}")
+        np.testing.assert_array_equal(stream.served[k].index, index)
+    groups = 2 * -(-stream.steps // 3)
+    # one counted copy of x (and one of y) per group, never of the table
+    assert copy_stats().count.get("gather") == groups * (1 if target is None else 2)
+    assert "pack" not in copy_stats().count and not stream._open  # both epochs ended: their threads stopped
+
+
+def test_two_iterators_of_grouped_columns_do_not_share_a_group_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deeprc_tf.dataset, "GROUP_BYTES", 2 * 64 * 2 * 4)
+    gt = GlobalTable(_table(), LocalCommunicator())
+    stream = deeprc_tf.BatchStream(TableBatches(gt, ["a", "c"], "u", 64, align=64, shuffle=True), record=True)
+    ds = stream.dataset(prefetch=0)
+    first, second = iter(ds), iter(ds)
+    a = [next(first)[1].numpy() for _ in range(3)]
+    b = [next(second)[1].numpy() for _ in range(stream.steps)]
+    a += [next(first)[1].numpy() for _ in range(stream.steps - 3)]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)  # each iterator starts at epoch 0 and keeps its own place
+    assert sorted({s.generation for s in stream.served}) == [0, 1]

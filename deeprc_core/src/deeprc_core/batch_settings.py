@@ -24,7 +24,7 @@ keyword            default      meaning
 ``dtype``          ``float32``  of x and y: a numpy, torch or TensorFlow dtype, or its name
 ``readonly``       ``"auto"``   read-only views (:data:`~deeprc_core.views.ReadOnlyPolicy`);
                                 immutable consumers (TensorFlow) always alias
-``stack_ahead``    ``2``        groups of batches (~1 MiB each) a helper thread stacks ahead
+``stack_ahead``    ``2``        groups of batches (~1 MiB each) the kernel's thread stacks ahead
                                 when features are separate columns (0: in the consuming thread)
 =================  ===========  ===============================================================
 """
@@ -127,7 +127,9 @@ class BatchSettings:
         check_shuffle_with_window(shuffle, window, what)
         stack_ahead = o.get("stack_ahead", 2)
         if isinstance(stack_ahead, bool) or not isinstance(stack_ahead, int) or stack_ahead < 0:
-            raise ValueError(f"{what}: stack_ahead={stack_ahead!r}: give a number of groups >= 0 (0: no helper thread)")
+            raise ValueError(
+                f"{what}: stack_ahead={stack_ahead!r}: give a number of groups >= 0 (0: stack in the loop)"
+            )
         return cls(
             shuffle=shuffle,
             seed=int(o.get("seed", 0)),

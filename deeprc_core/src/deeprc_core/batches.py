@@ -26,7 +26,10 @@ shuffle moves the table once per epoch. All are counted in :func:`deeprc_core.co
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -36,9 +39,8 @@ from .batch_settings import check_shuffle_with_window
 from .comm import agree
 from .copies import record_copy
 from .errors import SchemaError, ZeroCopyError
-from .plan import BatchPlan, EvenPolicy, epoch_number, normalize_shuffle, positive_int
-from .prefetch import prefetched
-from .stacking import ColumnStack
+from .plan import BatchPlan, EvenPolicy, PlannedBatch, epoch_number, normalize_shuffle, positive_int
+from .stacking import ColumnStack, Pending, StackAhead
 from .table import GlobalTable, check_columns
 from .views import aligned_copy, column_view, is_aligned, pack_columns, sliding_windows, take_rows
 from .windows import Window, with_halo
@@ -47,8 +49,11 @@ ROW_ID = "__deeprc_row__"
 #: Bytes of features one copy stacks from separate columns: that many batches' worth at once (at
 #: least one batch), so the per-call cost is paid per group and a shuffled group's reads overlap
 STACK_BYTES = 256 * 1024
-#: The same when a helper thread stacks ahead (larger groups: fewer hand-overs between the threads)
+#: The same when the kernel's thread stacks ahead (larger groups: fewer jobs handed over per epoch)
 STACK_BYTES_AHEAD = 1024 * 1024
+#: Native threads that gather ahead (shuffled batches): two, where this process may run on two cores (a
+#: gather is bound by memory latency, and two cores keep twice the reads in flight); consecutive rows use one
+STACK_THREADS = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
@@ -61,6 +66,36 @@ def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+class _Group(NamedTuple):
+    """Consecutive planned batches that one copy stacks: their numbers, padding masks and sample rows.
+
+    ``whole`` is the group's rows in one slice or index; ``gather`` is that index again when
+    the rows are not consecutive (y must be gathered), None when they are (y are views).
+    ``padded`` is None when no batch of the group repeats samples.
+    """
+
+    numbers: Sequence[int]
+    padded: list[np.ndarray | None] | None
+    rows: list[slice | np.ndarray]
+    whole: slice | np.ndarray
+    gather: np.ndarray | None
+
+
+class StackedGroup(NamedTuple):
+    """Consecutive batches stacked in one copy (:meth:`TableBatches.stacked_groups`).
+
+    Batch ``k`` of the group is number ``numbers[k]``, sample rows ``rows[k]`` (a slice or
+    an index), padding mask ``padded[k]`` (``padded`` is None when no batch repeats samples);
+    its x and y are the next ``len(rows[k])`` rows of ``x`` and ``y`` (``y`` None without a target).
+    """
+
+    numbers: Sequence[int]
+    padded: list[np.ndarray | None] | None
+    rows: list[slice | np.ndarray]
+    x: np.ndarray
+    y: np.ndarray | None
 
 
 class Batch:
@@ -153,6 +188,25 @@ def _sort_batches(samples: np.ndarray, bounds: np.ndarray, padded: np.ndarray | 
             samples[lo:hi].sort()
 
 
+#: Rows a NaN scan looks at per step: its temporaries stay small (a full-length mask is 1 byte a row)
+_NAN_SCAN_ROWS = 1 << 16
+
+
+def _rows_without_nan(y: np.ndarray) -> np.ndarray | None:
+    """The rows of ``y`` with no NaN (an index), or None when every row is clean: scanned in pieces."""
+    flat = y.reshape(len(y), int(np.prod(y.shape[1:])))  # -1 fails on 0 rows
+    bad = [
+        lo + np.flatnonzero(np.isnan(flat[lo : lo + _NAN_SCAN_ROWS]).any(axis=1))
+        for lo in range(0, len(flat), _NAN_SCAN_ROWS)
+    ]
+    bad = [b for b in bad if len(b)]
+    if not bad:
+        return None
+    keep = np.ones(len(flat), dtype=bool)
+    keep[np.concatenate(bad)] = False
+    return np.flatnonzero(keep)
+
+
 def _global_ids(rows: slice | np.ndarray, first: int, ids: np.ndarray | None, offset: int) -> np.ndarray:
     """Global sample ids of local samples ``rows``.
 
@@ -196,7 +250,7 @@ class TableBatches:
     ``(input_len, horizon[, stride])``; ``dropna_target`` skips windows/rows whose
     target is NaN (e.g. missing streamflow); ``align`` makes every batch start on that
     byte boundary (64 for TensorFlow), copying (counted) only where it must;
-    ``stack_ahead`` is how many groups of batches a helper thread stacks ahead from
+    ``stack_ahead`` is how many groups of batches the kernel's native thread stacks ahead from
     separate feature columns (0: stack in the consuming thread).
     """
 
@@ -219,7 +273,7 @@ class TableBatches:
         what: str = "dataset",
     ) -> None:
         self.comm = source.comm
-        #: groups of batches a helper thread stacks ahead from separate columns (0: in the consuming thread)
+        #: groups of batches the kernel's thread stacks ahead from separate columns (0: in the consuming thread)
         self.stack_ahead = max(0, int(stack_ahead))
         self.batch_size = positive_int(batch_size, "batch_size", what)
         self.shuffle = normalize_shuffle(shuffle)
@@ -310,8 +364,7 @@ class TableBatches:
             self._y = y
             self._valid: np.ndarray | None = None
             if y is not None and self.dropna_target:
-                bad = np.isnan(y.reshape(len(y), int(np.prod(y.shape[1:])))).any(axis=1)  # -1 fails on 0 rows
-                self._valid = np.flatnonzero(~bad) if bad.any() else None
+                self._valid = _rows_without_nan(y)
             self._ids = local.column(ROW_ID).to_numpy() if ROW_ID in local.column_names else None
             self._starts: np.ndarray | None = None
             self.num_samples = table.local_num_rows if self._valid is None else len(self._valid)
@@ -485,23 +538,54 @@ class TableBatches:
             for p in planned:
                 yield self._batch(self._sample_rows(p.samples, p.padded), p.padded, p.number, epoch)
             return
-        # Feature columns: stack a group of about STACK_BYTES per copy (the per-call cost is paid once per
-        # group, not per batch), stack_ahead groups ahead in a helper thread (the kernel runs without the
-        # GIL, so stacking overlaps the consumer); each batch is a view of its group. Memory: a few groups.
-        # numpy's fallback takes and drops the GIL once per column: a helper thread would only wait for it.
-        ahead = self.stack_ahead if columns.compiled else 0
-        per_batch = self.batch_size * int(np.prod(self.sample_shapes[0])) * self.dtype.itemsize
-        group_size = max(1, (STACK_BYTES_AHEAD if ahead else STACK_BYTES) // max(per_batch, 1))
-        groups = (self._stack_group(g) for g in _chunks(planned, group_size))
-        for group, rows, xs, index in prefetched(groups, ahead, f"{self.what} stacking"):
-            # y here, in the consumer, which would otherwise wait for the helper's next group
-            ys = None if index is None or self._y is None else take_rows(self._y, index, None, self._gather_reason)
+        for group in self.stacked_groups(epoch, start):
             at = 0
-            for p, r in zip(group, rows):
-                n = len(range(*r.indices(columns.num_samples))) if isinstance(r, slice) else len(r)
-                y = None if ys is None else ys[at : at + n]
-                yield self._batch(r, p.padded, p.number, epoch, x=xs[at : at + n], y=y)
+            padded = group.padded or repeat(None)
+            for number, pad, r in zip(group.numbers, padded, group.rows):
+                n = r.stop - r.start if isinstance(r, slice) else len(r)
+                y = None if group.y is None else group.y[at : at + n]
+                yield self._batch(r, pad, number, epoch, x=group.x[at : at + n], y=y)
                 at += n
+
+    def group_size(self, group_bytes: int | None = None) -> int:
+        """Batches per group of :meth:`stacked_groups` (``group_bytes`` of features; at least one batch)."""
+        columns = self._x_columns()
+        ahead = self.stack_ahead if columns is not None and columns.compiled else 0
+        per_batch = self.batch_size * int(np.prod(self.sample_shapes[0])) * self.dtype.itemsize
+        default = STACK_BYTES_AHEAD if ahead else STACK_BYTES
+        return max(1, (group_bytes or default) // max(per_batch, 1))
+
+    def stacked_groups(
+        self, epoch: int = 0, start: int = 0, *, group_bytes: int | None = None, align: int | None = None
+    ) -> Iterator[StackedGroup]:
+        """The batches of ``epoch`` from batch ``start`` on, stacked from separate feature columns a group at a time.
+
+        Each :class:`StackedGroup` is :meth:`group_size` consecutive batches in one copy of
+        their rows (counted: ``stack``, or ``gather`` when shuffled), its x on ``align`` bytes
+        when given; its batches are what :meth:`epoch` yields, in the same order. With the
+        compiled kernel the copies run ``stack_ahead`` groups ahead in its native threads.
+        Memory: a few groups. Only for features given as separate scalar columns.
+        """
+        self.prepare_epoch(epoch)
+        columns = self._x_columns()
+        if columns is None:
+            raise ValueError(f"{self.what}: stacked_groups needs the features as separate scalar columns")
+        # the per-call cost is paid once per group, not per batch; each batch is a view of its group. With the
+        # compiled kernel the copies overlap the consumer's Python loop on another core.
+        ahead = self.stack_ahead if columns.compiled else 0
+        group_size = self.group_size(group_bytes)
+        # Consecutive rows: one thread outruns the loop (a second only takes the loop's core); gathers wait on
+        # memory, and STACK_THREADS keep more reads in flight.
+        if self.plan.shuffle != "local" and self._valid is None and self.plan.padded_per_epoch == 0:
+            todo: Iterator[_Group] = self._consecutive_groups(start, group_size)  # slices: no per-batch plan
+            threads = 1
+        else:
+            todo = map(self._group_rows, _chunks(self.plan.batches(epoch, start), group_size))
+            threads = STACK_THREADS
+        if ahead:
+            yield from self._stacked_ahead(todo, columns, ahead, align, threads)
+        else:
+            yield from (self._stack_group(group, align) for group in todo)
 
     @property
     def _gather_reason(self) -> str:
@@ -516,38 +600,80 @@ class TableBatches:
             return samples
         return np.sort(samples) if padded is None else samples  # sorted reads are faster; order is free
 
-    def _stack_group(
-        self, group: list[Any]
-    ) -> tuple[list[Any], list[slice | np.ndarray], np.ndarray, np.ndarray | None]:
-        """x of the batches of ``group`` in one copy (counted); runs in the stacking thread.
+    def _consecutive_groups(self, start: int, group_size: int) -> Iterator[_Group]:
+        """The groups of an epoch whose batches are consecutive rows from batch ``start`` on (no plan walk)."""
+        bs, total, num = self.batch_size, self.plan.samples_per_epoch, self.plan.num_batches
+        for b0 in range(max(start, 0), num, group_size):
+            b1 = min(b0 + group_size, num)
+            rows: list[slice | np.ndarray] = [slice(lo, min(lo + bs, total)) for lo in range(b0 * bs, b1 * bs, bs)]
+            yield _Group(range(b0, b1), None, rows, slice(b0 * bs, min(b1 * bs, total)), None)
 
-        Returns the group, each batch's sample rows, the stacked x and the group's sample
-        index (None when the group is consecutive rows: its y are views).
-        """
-        columns = self._x_cols
-        assert columns is not None
-        if all(isinstance(p.samples, np.ndarray) and p.padded is None for p in group):
-            return self._gather_group(group, columns)
+    def _group_rows(self, group: list[PlannedBatch]) -> _Group:
+        """The sample rows of each planned batch of ``group``, and of the whole group in one slice or index."""
+        numbers = [p.number for p in group]
+        padded = None if all(p.padded is None for p in group) else [p.padded for p in group]
+        if padded is None and all(isinstance(p.samples, np.ndarray) for p in group):
+            # shuffled batches without padding: index, sort and gather once per group
+            whole = np.concatenate([p.samples for p in group if isinstance(p.samples, np.ndarray)])
+            if self._valid is not None:
+                whole = self._valid[whole]
+            if whole.dtype != np.int64:
+                whole = whole.astype(np.int64)
+            bounds: np.ndarray = np.cumsum([0] + [len(p.samples) for p in group if isinstance(p.samples, np.ndarray)])
+            _sort_batches(whole, bounds, None, self.batch_size)  # a copy of the order: sorting it in place is safe
+            return _Group(numbers, None, [whole[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])], whole, whole)
         rows = [self._sample_rows(p.samples, p.padded) for p in group]
         slices = [r for r in rows if isinstance(r, slice)]
         if len(slices) == len(rows) and all(a.stop == b.start for a, b in zip(slices, slices[1:])):
-            return group, rows, columns.batch(slice(slices[0].start, slices[-1].stop), None, "stack"), None
+            return _Group(numbers, padded, rows, slice(slices[0].start, slices[-1].stop), None)
         whole = np.concatenate([np.arange(r.start, r.stop) if isinstance(r, slice) else r for r in rows])
-        return group, rows, columns.batch(whole, None, self._gather_reason), whole
+        return _Group(numbers, padded, rows, whole, whole)
 
-    def _gather_group(
-        self, group: list[Any], columns: ColumnStack
-    ) -> tuple[list[Any], list[slice | np.ndarray], np.ndarray, np.ndarray | None]:
-        """:meth:`_stack_group` for shuffled batches without padding: index, sort and gather once per group."""
-        whole = np.concatenate([p.samples for p in group])
-        if self._valid is not None:
-            whole = self._valid[whole]
-        if whole.dtype != np.int64:
-            whole = whole.astype(np.int64)
-        bounds = np.cumsum([0] + [len(p.samples) for p in group])
-        _sort_batches(whole, bounds, None, self.batch_size)  # a copy of the order: sorting it in place is safe
-        rows: list[slice | np.ndarray] = [whole[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]
-        return group, rows, columns.batch(whole, None, self._gather_reason), whole
+    def _stack_group(self, group: _Group, align: int | None) -> StackedGroup:
+        """The group with its x in one copy (counted) and its y (gathered, or a view of consecutive rows)."""
+        columns = self._x_cols
+        assert columns is not None
+        reason = "stack" if group.gather is None else self._gather_reason
+        xs = columns.batch(group.whole, align, reason)
+        return self._stacked(group, xs, None if group.gather is None else self._take_y(group.gather, align))
+
+    def _take_y(self, index: np.ndarray, align: int | None) -> np.ndarray | None:
+        return None if self._y is None else take_rows(self._y, index, align, self._gather_reason)
+
+    def _stacked(self, group: _Group, xs: np.ndarray, ys: np.ndarray | None) -> StackedGroup:
+        """The finished group; a consecutive group's y are views of the rows."""
+        if group.gather is None and self._y is not None:
+            ys = self._y[group.whole]
+        return StackedGroup(group.numbers, group.padded, group.rows, xs, ys)
+
+    def _stacked_ahead(
+        self, groups: Iterator[_Group], columns: ColumnStack, ahead: int, align: int | None, threads: int
+    ) -> Iterator[StackedGroup]:
+        """:meth:`_stack_group` of each group, its copies queued ``ahead`` groups early to the kernel's threads."""
+        y = self._y
+        y_rows = None if y is None or y.ndim > 2 else ColumnStack.rows_of(y)  # windows of y: gathered here
+        reason = self._gather_reason
+        queued: deque[tuple[_Group, Pending, Pending | np.ndarray | None]] = deque()
+        with StackAhead(capacity=2 * (ahead + 1), threads=threads) as worker:
+            for group in groups:
+                index = group.gather
+                xs = worker.submit(columns, group.whole, "stack" if index is None else reason, align)
+                ys: Pending | np.ndarray | None = None
+                if index is not None and y is not None:
+                    ys = (
+                        worker.submit(y_rows, index, reason, align)
+                        if y_rows is not None
+                        else self._take_y(index, align)
+                    )
+                queued.append((group, xs, ys))
+                if len(queued) > ahead:
+                    yield self._finished(*queued.popleft())
+            while queued:
+                yield self._finished(*queued.popleft())
+
+    def _finished(self, group: _Group, xs: Pending, ys: Pending | np.ndarray | None) -> StackedGroup:
+        """A queued group once its copies are done."""
+        return self._stacked(group, xs.result(), ys.result() if isinstance(ys, Pending) else ys)
 
     def _batch(
         self,

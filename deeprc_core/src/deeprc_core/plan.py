@@ -163,7 +163,7 @@ class BatchPlan:
         rng = np.random.default_rng([self.seed, epoch, self.rank])
         # int32 where it fits: the order is the shuffle's only per-sample memory (4 bytes, not 8).
         order = aligned_empty((self.num_samples,), np.int32 if self.num_samples < 2**31 else np.int64)
-        step = 1 << 20  # filled in pieces: no second full-size temporary
+        step = 1 << 16  # filled in pieces of 256 KiB: no second full-size (or sizeable) temporary
         for lo in range(0, self.num_samples, step):  # aligned: TensorFlow can take it as it is
             order[lo : lo + step] = np.arange(lo, min(lo + step, self.num_samples), dtype=order.dtype)
         rng.shuffle(order)

@@ -12,8 +12,14 @@ batches *inside* tf.data, so that Python runs once per epoch, not once per batch
 * each batch is then a graph op over those tensors: a slice for unshuffled rows (TF
   shares 64-byte-aligned slices, copies others), a ``tf.gather`` for shuffled, padded or
   filtered rows and windows (one copy of that batch), a ``tf.stack`` for a list of
-  feature columns (one copy of the batch; the table itself is never packed). Those
-  per-batch copies are counted per epoch in :func:`deeprc_core.copy_stats`.
+  feature columns in order (one copy of the batch; the table itself is never packed).
+  Those per-batch copies are counted per epoch in :func:`deeprc_core.copy_stats`;
+* a list of feature columns whose batches are *not* consecutive rows (shuffled, padded,
+  filtered; not windows, not ``shuffle='global'``) is the exception: there TensorFlow's 16
+  gathers and a stack per batch cost ~5x the core's compiled stacker, so one
+  ``tf.py_function`` per group of ~512 KiB of batches takes the group from
+  :meth:`~deeprc_core.TableBatches.stacked_groups` (stacked ahead in the kernel's native
+  threads, counted per group) and the graph slices its batches out of it.
 
 Under ``tf.distribute`` the per-worker pipeline goes to
 ``strategy.distribute_datasets_from_function``:
@@ -116,6 +122,15 @@ class BatchStream:
         rows = len(arrays.x[0])
         # int32 rows halve the plan's memory; leave headroom for a global shuffle moving rows in
         self._index_dtype = np.int32 if rows < 2**30 else np.int64
+        # Separate feature columns whose batches are not consecutive rows (shuffled, padded, filtered): the
+        # core stacks them a group at a time (its compiled kernel, in native threads ahead), one py_function
+        # per group; TensorFlow's per-column tf.gather + tf.stack is ~5x slower per batch.
+        # (Not under shuffle='global': its epochs reload the table, and tf.data overlaps epochs.)
+        self._grouped = self._stack_x and self._window is None and not self._in_order and batches.shuffle != "global"
+        self._group_bytes = GROUP_BYTES
+        self._group_size = batches.group_size(self._group_bytes) if self._grouped else 0
+        #: open group streams, by (iterator generation, epoch)
+        self._open: dict[tuple[int, int], Any] = {}
 
     def element_spec(self) -> Any:
         """The ``tf.TensorSpec`` of one element, ``x`` or ``(x, y)``, from the plan's sample shapes."""
@@ -145,9 +160,35 @@ class BatchStream:
         # the bounds are small: numpy, which TensorFlow copies into its own buffer
         return [*data, to_tensor(rows), split_bounds(plan.bounds, self.local_replicas)]
 
-    def _begin(self) -> np.int64:
-        self.generation += 1
-        return np.int64(self.start_epoch)
+    def _begin(self) -> list[np.int64]:
+        """Where a fresh iterator starts, and its generation (which keeps its group streams apart)."""
+        with self._lock:
+            self.generation += 1
+            return [np.int64(self.start_epoch), np.int64(self.generation - 1)]
+
+    def group_tensors(self, generation: Any, epoch: Any) -> list[Any]:
+        """The next stacked group of ``epoch`` for iterator ``generation``: x, y and per-replica bounds."""
+        key = (int(generation), int(epoch))
+        with self._lock:
+            stream = self._open.get(key)
+            if stream is None:
+                while len(self._open) >= MAX_OPEN_GROUP_STREAMS:  # iterators Keras dropped: stop their threads
+                    self._open.pop(next(iter(self._open))).close()
+                stream = self._open[key] = self.batches.stacked_groups(
+                    key[1], group_bytes=self._group_bytes, align=TF_ALIGNMENT
+                )
+            group = next(stream)
+            if group.numbers[-1] == self.steps - 1:
+                self._open.pop(key).close()
+            if self.served is not None:
+                for k, number in enumerate(group.numbers):
+                    padded = None if group.padded is None else group.padded[k]
+                    ids = self.batches.global_ids(group.rows[k])
+                    self.served.append(Served(key[0], key[1], number, ids, padded))
+        sizes = [r.stop - r.start if isinstance(r, slice) else len(r) for r in group.rows]
+        bounds = split_bounds(np.cumsum([0, *sizes], dtype=np.int64), self.local_replicas)
+        data = [group.x] if group.y is None else [group.x, group.y]
+        return [*(to_tensor(a) for a in data), bounds]
 
     def _record(self, plan: EpochRows) -> None:
         if self.served is None:
@@ -215,16 +256,33 @@ class BatchStream:
         types = [dtype] * num_data + [tf.as_dtype(self._index_dtype), tf.int64]
         elements = self.steps * self.local_replicas
 
-        def one_epoch(epoch: Any) -> Any:
+        def one_epoch(epoch: Any, generation: Any) -> Any:
+            if self._grouped:
+                groups = -(-self.steps // self._group_size)
+                return tf.data.Dataset.range(groups).flat_map(lambda _: one_group(epoch, generation))
             out = tf.py_function(self.epoch_tensors, [epoch], types)
             xs = list(out[: self._num_x])
             y = out[self._num_x] if self._has_y else None
             rows, bounds = out[num_data], out[num_data + 1]
             return tf.data.Dataset.range(elements).map(lambda i: self._element(i, xs, y, rows, bounds))
 
+        def one_group(epoch: Any, generation: Any) -> Any:  # its batches are slices of the group's tensors
+            out = tf.py_function(self.group_tensors, [generation, epoch], [dtype] * (1 + int(self._has_y)) + [tf.int64])
+            spec = self.element_spec()
+            bounds = out[-1]
+
+            def part(j: Any) -> Any:
+                lo, hi = bounds[j], bounds[j + 1]
+                if not self._has_y:
+                    return tf.ensure_shape(out[0][lo:hi], spec.shape)
+                return tf.ensure_shape(out[0][lo:hi], spec[0].shape), tf.ensure_shape(out[1][lo:hi], spec[1].shape)
+
+            return tf.data.Dataset.range(tf.size(bounds, out_type=tf.int64) - 1).map(part)
+
         def from_start(_: Any) -> Any:  # runs once per iterator: where this pass starts
-            start = tf.py_function(self._begin, [], tf.int64)
-            return tf.data.Dataset.range(tf.reshape(start, []), 2**62).flat_map(one_epoch)
+            start = tf.py_function(self._begin, [], [tf.int64, tf.int64])
+            first, generation = tf.reshape(start[0], []), tf.reshape(start[1], [])
+            return tf.data.Dataset.range(first, 2**62).flat_map(lambda e: one_epoch(e, generation))
 
         ds = tf.data.Dataset.from_tensors(np.int64(0)).flat_map(from_start)
         options = tf.data.Options()
@@ -233,6 +291,13 @@ class BatchStream:
         ds = ds.with_options(options)
         return ds.prefetch(prefetch) if prefetch else ds
 
+
+#: Bytes of features per group when the core stacks separate columns for TensorFlow (8 batches of 16
+#: float32 features at batch 1024): one py_function call per group. Larger groups call Python less often but
+#: hold more memory: tf.data keeps a few groups alive (at 10M rows: 4 MiB groups +104 MiB, 1 MiB +71, 512 KiB +61).
+GROUP_BYTES = 512 * 1024
+#: Group streams kept open per pipeline (one per live iterator and epoch; older ones are closed)
+MAX_OPEN_GROUP_STREAMS = 4
 
 #: elements tf.distribute's input iterator may buffer beyond the dataset's own prefetch (an upper bound)
 DISTRIBUTED_PREFETCH = 2
