@@ -532,10 +532,9 @@ class TableBatches:
     def epoch(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
         """The batches of ``epoch`` from batch ``start`` on (collective for shuffle='global')."""
         self.prepare_epoch(epoch)
-        planned = self.plan.batches(epoch, start)
         columns = self._x_columns()
         if columns is None or self.align:
-            for p in planned:
+            for p in self.plan.batches(epoch, start):
                 yield self._batch(self._sample_rows(p.samples, p.padded), p.padded, p.number, epoch)
             return
         for group in self.stacked_groups(epoch, start):
