@@ -83,6 +83,25 @@ def test_windows_never_span_two_groups_and_nan_targets_are_skipped() -> None:
         assert bad not in ids and len(ids) == 9
 
 
+@pytest.mark.parametrize("kw", [{"shuffle": True}, {"window": (5, 2, 3)}, {"window": (5, 2, 3), "shuffle": True}, {}])
+def test_epoch_rows_by_ranges_are_the_epochs_batches(kw: dict) -> None:
+    y = np.arange(300, dtype=np.float64) + 0.5
+    y[[7, 150]] = np.nan  # filtered rows: the rows are an index even unshuffled
+    t = GlobalTable.from_arrow(pa.table({"a": np.arange(300.0), "b": np.arange(300.0), "y": y}), LocalCommunicator())
+    tb = TableBatches(t, ["a", "b"], "y", 16, seed=4, **kw)
+    served = [np.sort(b.index) for b in tb.epoch(1)]
+    whole = tb.epoch_rows(1)
+    assert whole.rows is not None and whole.first == 0 and len(whole.bounds) == len(served) + 1
+    for first, last in ((0, 3), (3, len(served)), (5, 6)):
+        part = tb.epoch_rows(1, first, last)
+        assert part.first == first and part.bounds[0] == 0 and part.rows is not None
+        for b in range(last - first):
+            rows = part.rows[part.bounds[b] : part.bounds[b + 1]]
+            assert (np.sort(tb.global_ids(rows)) == served[first + b]).all(), (first, b)
+        lo, hi = whole.bounds[first], whole.bounds[last]
+        assert (np.sort(part.rows) == np.sort(whole.rows[lo:hi])).all()
+
+
 def test_align_gives_aligned_batches() -> None:
     tb = TableBatches(_table(), "a", "y", 7, align=64)
     assert all(d.is_aligned(b.x) and d.is_aligned(b.y) for b in tb.epoch(0))

@@ -108,3 +108,25 @@ def test_every_rank_runs_the_same_batches_property(
             assert len(np.unique(idx)) == n  # nothing dropped
         if even == "drop":
             assert not pad.any() and len(idx) == n - p.dropped_per_epoch
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize(("counts", "even"), [([100, 70], "pad"), ([100, 70], "drop"), ([70_001, 70_000], "pad")])
+def test_epoch_samples_of_any_batch_range_are_what_batches_yields(shuffle: bool, counts: list[int], even: str) -> None:
+    for plan in _plans(counts, 32 if counts[0] < 1000 else 4096, shuffle=shuffle, seed=3, even=even):
+        idx, pad = _samples(plan, 2)
+        whole, whole_pad = plan.epoch_samples(2)
+        if whole is not None:
+            assert (whole == idx).all()
+        assert ((whole_pad if whole_pad is not None else np.zeros(len(idx), bool)) == pad).all()
+        bounds, num = plan.bounds(), plan.num_batches
+        for first, last in ((0, num), (1, 2), (num - 1, num), (2, 2), (0, 1)):
+            got, got_pad = plan.epoch_samples(2, first, last)
+            lo, hi = bounds[first], bounds[last]
+            if got is None:  # only the whole epoch, unshuffled and unpadded: its samples in order
+                assert (first, last) == (0, num) and whole is None
+                got = np.arange(lo, hi)
+            assert (got == idx[lo:hi]).all(), (first, last)
+            assert ((got_pad if got_pad is not None else np.zeros(hi - lo, bool)) == pad[lo:hi]).all()
+        with pytest.raises(ValueError, match=f"outside this epoch's 0..{num}"):
+            plan.epoch_samples(2, 1, num + 1)

@@ -24,6 +24,13 @@
  *
  * Item sizes 1, 2, 4 and 8 bytes. Every sample is checked against every column's length
  * before anything is written.
+ *
+ * permute(out, positions, n, left, right, keys) -> None
+ *   The shuffled epoch order of deeprc_core.permutation, computed instead of held: out[i] =
+ *   P(positions[i]) for a Feistel network of halves `left` and `right` bits keyed by `keys`
+ *   (bytes of uint64 round keys), cycle-walked into range(n). `positions` is an int (the
+ *   positions first .. first + m - 1) or a C-contiguous int64 buffer; `out` a writable
+ *   C-contiguous int32 or int64 buffer of m items. The same values as the numpy version there.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -531,6 +538,126 @@ static PyTypeObject WorkerType = {
     .tp_new = Worker_new,
 };
 
+/* ------------------------------------------------------------------ permute */
+
+#define MAX_ROUNDS 64
+#define PERMUTE_CHUNK 256
+
+/* SplitMix64's finalizer of r + key: the Feistel round function */
+static inline uint64_t mix64(uint64_t r, uint64_t key) {
+    uint64_t z = r + key + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t low_bits(int w) { return w >= 64 ? ~0ULL : (1ULL << w) - 1; }
+
+/* One pass of the network over 2**(wl + wr) values; the halves swap widths each round. */
+static inline uint64_t feistel(uint64_t x, int wl, int wr, const uint64_t *keys, int rounds) {
+    uint64_t left = x >> wr, right = x & low_bits(wr);
+    for (int i = 0; i < rounds; i++) {
+        const uint64_t f = mix64(right, keys[i]) & low_bits(wl);
+        const uint64_t t = right;
+        right = left ^ f;
+        left = t;
+        const int w = wl;
+        wl = wr;
+        wr = w;
+    }
+    return (left << wr) | right;
+}
+
+static PyObject *permute(PyObject *Py_UNUSED(self), PyObject *args) {
+    PyObject *out_obj, *pos_obj;
+    long long n;
+    int wl, wr;
+    Py_buffer keys_buf;
+    if (!PyArg_ParseTuple(args, "OOLiiy*:permute", &out_obj, &pos_obj, &n, &wl, &wr, &keys_buf)) return NULL;
+    Py_buffer out, pos;
+    int have_out = 0, have_pos = 0;
+    PyObject *result = NULL;
+    uint64_t keys[MAX_ROUNDS];
+    const int rounds = (int)(keys_buf.len / 8);
+    if (keys_buf.len % 8 || rounds % 2 || rounds > MAX_ROUNDS || wl < 0 || wr < 0 || wl > 32 || wr > 32 ||
+        wl + wr > 63 || n < 0 || (n > 0 && (1ULL << (wl + wr)) < (unsigned long long)n)) {
+        PyErr_SetString(PyExc_ValueError, "permute: bad network (keys, halves or n)");
+        goto done;
+    }
+    memcpy(keys, keys_buf.buf, (size_t)keys_buf.len);
+    if (PyObject_GetBuffer(out_obj, &out, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
+    have_out = 1;
+    const int out64 = out.itemsize == 8;
+    if (!(out.itemsize == 4 || out64) || out.format == NULL || out.format[0] == '\0' || strchr("ilq", out.format[0]) == NULL) {
+        PyErr_SetString(PyExc_TypeError, "permute: out must be an int32 or int64 array");
+        goto done;
+    }
+    const Py_ssize_t m = out.len / out.itemsize;
+    if (!out64 && n > 2147483647LL) {
+        PyErr_SetString(PyExc_ValueError, "permute: an int32 out cannot hold values of n > 2**31");
+        goto done;
+    }
+    long long first = 0;
+    const int64_t *idx = NULL;
+    if (PyLong_Check(pos_obj)) {
+        first = PyLong_AsLongLong(pos_obj);
+        if (first == -1 && PyErr_Occurred()) goto done;
+        if (m > 0 && (first < 0 || first > n - m)) {
+            PyErr_Format(PyExc_IndexError, "permute: positions %lld..%lld are outside range(%lld)", first,
+                         first + m - 1, n);
+            goto done;
+        }
+    } else {
+        if (PyObject_GetBuffer(pos_obj, &pos, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
+        have_pos = 1;
+        if (pos.itemsize != 8 || pos.format == NULL || (strcmp(pos.format, "l") && strcmp(pos.format, "q"))) {
+            PyErr_SetString(PyExc_TypeError, "permute: positions must be an int or an int64 array");
+            goto done;
+        }
+        if (pos.len / 8 != m) {
+            PyErr_Format(PyExc_ValueError, "permute: %zd positions for %zd outputs", pos.len / 8, m);
+            goto done;
+        }
+        idx = (const int64_t *)pos.buf;
+        for (Py_ssize_t i = 0; i < m; i++) {
+            if (idx[i] < 0 || idx[i] >= n) {
+                PyErr_Format(PyExc_IndexError, "permute: position %lld is outside range(%lld)", (long long)idx[i], n);
+                goto done;
+            }
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    /* A chunk at a time: one pass encrypts every position (independent chains the CPU overlaps), then
+     * only the values still outside range(n) are encrypted again (cycle walking). A per-value walk loop
+     * would mispredict its exit on ~40% of the values and run 1.7x slower. */
+    uint64_t y[PERMUTE_CHUNK];
+    int walk[PERMUTE_CHUNK];
+    for (Py_ssize_t lo = 0; lo < m; lo += PERMUTE_CHUNK) {
+        const int c = (int)(m - lo < PERMUTE_CHUNK ? m - lo : PERMUTE_CHUNK);
+        for (int j = 0; j < c; j++) y[j] = feistel((uint64_t)(idx ? idx[lo + j] : first + lo + j), wl, wr, keys, rounds);
+        int k = 0;
+        for (int j = 0; j < c; j++) if (y[j] >= (uint64_t)n) walk[k++] = j;
+        while (k > 0) {
+            for (int t = 0; t < k; t++) y[walk[t]] = feistel(y[walk[t]], wl, wr, keys, rounds);
+            int kept = 0;
+            for (int t = 0; t < k; t++) if (y[walk[t]] >= (uint64_t)n) walk[kept++] = walk[t];
+            k = kept;
+        }
+        if (out64)
+            for (int j = 0; j < c; j++) ((int64_t *)out.buf)[lo + j] = (int64_t)y[j];
+        else
+            for (int j = 0; j < c; j++) ((int32_t *)out.buf)[lo + j] = (int32_t)y[j];
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    if (have_pos) PyBuffer_Release(&pos);
+    if (have_out) PyBuffer_Release(&out);
+    PyBuffer_Release(&keys_buf);
+    return result;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef methods[] = {
@@ -538,6 +665,9 @@ static PyMethodDef methods[] = {
      "stack(out, columns, rows): fill the C-contiguous batch `out` with samples `rows` (a start or an int64 "
      "index) of `columns` (a Columns or a sequence of buffers), the columns on the last axis; the GIL is "
      "released while it copies."},
+    {"permute", permute, METH_VARARGS,
+     "permute(out, positions, n, left, right, keys): out[i] = the keyed Feistel permutation of range(n) at "
+     "positions[i] (an int first position or an int64 index); the GIL is released while it computes."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -25,3 +25,6 @@ class Worker:
         """Block (GIL released) until job ``ticket`` and every earlier one is done."""
     def close(self) -> None:
         """Stop the threads after the jobs they run; jobs not started are dropped."""
+
+def permute(out: np.ndarray, positions: int | np.ndarray, n: int, left: int, right: int, keys: bytes, /) -> None:
+    """Fill the int32/int64 ``out`` with the keyed Feistel permutation of ``range(n)`` at ``positions``."""

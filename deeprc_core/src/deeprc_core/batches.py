@@ -162,7 +162,7 @@ class BatchArrays(NamedTuple):
 class EpochRows(NamedTuple):
     """One epoch of the plan as rows of :class:`BatchArrays` (:meth:`TableBatches.epoch_rows`).
 
-    Batch ``b`` is positions ``bounds[b]:bounds[b+1]``: rows ``rows[lo:hi]``, or, when
+    Batch ``first + b`` is positions ``bounds[b]:bounds[b+1]``: rows ``rows[lo:hi]``, or, when
     ``rows`` is None (no shuffle, padding or filtering), the rows ``lo .. hi - 1``
     themselves. ``padded`` marks the positions that repeat earlier samples (even='pad').
     """
@@ -171,6 +171,8 @@ class EpochRows(NamedTuple):
     rows: np.ndarray | None
     bounds: np.ndarray
     padded: np.ndarray | None
+    #: the epoch's batch number of the first batch here (:meth:`TableBatches.epoch_rows` of a range)
+    first: int = 0
 
 
 def _is_scalar_numeric(t: pa.DataType) -> bool:
@@ -487,17 +489,20 @@ class TableBatches:
             self._arrays = BatchArrays(x, y, stack, self.window)
         return self._arrays
 
-    def epoch_rows(self, epoch: int) -> EpochRows:
-        """The plan of ``epoch`` as rows of :meth:`arrays`: every batch at once (collective for shuffle='global').
+    def epoch_rows(self, epoch: int, first: int = 0, last: int | None = None) -> EpochRows:
+        """The plan of batches ``first .. last - 1`` of ``epoch`` (default: all) as rows of :meth:`arrays`, at once.
 
         The same batches, in the same order, with the same samples as :meth:`epoch`
-        (rows sorted within each batch that has no padding).
+        (rows sorted within each batch that has no padding); collective for
+        shuffle='global'. A range holds only its own rows: adapters that need an epoch's
+        rows as one index take it a range at a time, so a shuffled epoch is never held whole.
         """
         self.prepare_epoch(epoch)
-        samples, padded = self.plan.epoch_samples(epoch)
-        bounds = self.plan.bounds()
+        samples, padded = self.plan.epoch_samples(epoch, first, last)
+        bounds = self.plan.bounds()[first : (self.plan.num_batches if last is None else last) + 1]
+        bounds = bounds - bounds[0]
         if samples is None and self._valid is None and self._starts is None:
-            return EpochRows(epoch, None, bounds, None)
+            return EpochRows(epoch, None, bounds, None, first)
         if samples is None:
             samples = np.arange(self.plan.samples_per_epoch, dtype=np.int64)
         else:
@@ -505,7 +510,7 @@ class TableBatches:
         rows = samples if self._valid is None else self._valid[samples]
         if self._starts is not None:
             rows = self._starts[rows]
-        return EpochRows(epoch, rows, bounds, padded)
+        return EpochRows(epoch, rows, bounds, padded, first)
 
     @property
     def in_order(self) -> bool:

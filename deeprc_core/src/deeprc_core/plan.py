@@ -22,8 +22,9 @@ batches in every epoch. Policies for uneven partitions (``even=``):
     rank per epoch, and usually none.
 
 Shuffling (``shuffle=``): ``"local"`` permutes each rank's own samples with a
-generator seeded by ``(seed, epoch, rank)`` — an index permutation (4 bytes per local
-sample per epoch), no communication, no table copy. ``"global"`` (a permutation of the
+permutation keyed by ``(seed, epoch, rank)`` — computed batch by batch
+(:class:`~deeprc_core.permutation.Permutation`: no per-sample memory), no communication,
+no table copy. ``"global"`` (a permutation of the
 whole global table, rows exchanged) is done on the table by
 :meth:`GlobalTable.global_shuffle`; the plan then runs unshuffled over its result.
 """
@@ -39,7 +40,7 @@ import numpy as np
 
 from .comm.base import Communicator
 from .errors import DeepRCError
-from .views import aligned_empty
+from .permutation import Permutation
 
 EvenPolicy = Literal["drop", "pad", "rebalance"]
 ShuffleMode = Literal["none", "local", "global"]
@@ -155,56 +156,78 @@ class BatchPlan:
         """Local samples repeated every epoch by the ``pad`` policy."""
         return max(self.samples_per_epoch - self.num_samples, 0)
 
-    def order(self, epoch: int) -> np.ndarray | None:
-        """The local sample order of ``epoch`` (None means 0..n-1 in order)."""
+    def permutation(self, epoch: int) -> Permutation | None:
+        """The local sample order of ``epoch`` as a computed permutation (None means 0..n-1 in order)."""
         epoch = epoch_number(epoch)
         if self.shuffle != "local":
             return None
-        rng = np.random.default_rng([self.seed, epoch, self.rank])
-        # int32 where it fits: the order is the shuffle's only per-sample memory (4 bytes, not 8).
-        order = aligned_empty((self.num_samples,), np.int32 if self.num_samples < 2**31 else np.int64)
-        step = 1 << 16  # filled in pieces of 256 KiB: no second full-size (or sizeable) temporary
-        for lo in range(0, self.num_samples, step):  # aligned: TensorFlow can take it as it is
-            order[lo : lo + step] = np.arange(lo, min(lo + step, self.num_samples), dtype=order.dtype)
-        rng.shuffle(order)
-        return order
+        return Permutation(self.num_samples, [self.seed, epoch, self.rank])
+
+    def order(self, epoch: int) -> np.ndarray | None:
+        """The local sample order of ``epoch``, whole and aligned (None means 0..n-1 in order).
+
+        4 bytes per local sample: :meth:`batches` computes each batch's part instead.
+        """
+        perm = self.permutation(epoch)
+        return None if perm is None else perm.array()
 
     def bounds(self) -> np.ndarray:
         """Batch ``b`` of every epoch is positions ``bounds[b]:bounds[b+1]`` of the epoch's samples (int64)."""
         return np.minimum(np.arange(self.num_batches + 1, dtype=np.int64) * self.batch_size, self.samples_per_epoch)
 
-    def epoch_samples(self, epoch: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """All samples of ``epoch`` at once, in batch order: what :meth:`batches` yields, concatenated.
+    def epoch_samples(
+        self, epoch: int, first: int = 0, last: int | None = None
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The samples of batches ``first .. last - 1`` of ``epoch`` (default: all), in batch order, at once.
 
-        Returns ``(samples, padded)``: ``samples`` is None when the epoch is the samples
-        ``0 .. samples_per_epoch - 1`` in order (no shuffle, no padding); ``padded`` marks
-        repeated samples, or is None. Cut batches with :meth:`bounds`.
+        What :meth:`batches` yields for them, concatenated. Returns ``(samples, padded)``:
+        ``samples`` is None when the whole epoch is the samples ``0 .. samples_per_epoch - 1``
+        in order (no shuffle, no padding); ``padded`` marks repeated samples, or is None.
+        Cut batches with :meth:`bounds` (less ``bounds()[first]`` for a range). A whole
+        shuffled epoch is its aligned order (4 bytes a sample); a range holds only its own part.
         """
-        order = self.order(epoch)
-        n, total = self.num_samples, self.samples_per_epoch
-        if order is None and total <= n:
+        perm = self.permutation(epoch)
+        n, bs, total = self.num_samples, self.batch_size, self.samples_per_epoch
+        first, last = _checked_range(first, last, self.num_batches)
+        lo, hi = min(first * bs, total), min(last * bs, total)
+        whole = lo == 0 and hi == total
+        if perm is None and total <= n and whole:
             return None, None
-        if order is not None and total <= n:  # the common shuffled epoch: the order itself, no index arithmetic
-            return order[:total], None
+        dtype = np.int32 if total < 2**31 else np.int64
+        if hi <= n:  # no padding: consecutive samples, or this stretch of the epoch's order
+            if perm is None:
+                return np.arange(lo, hi, dtype=dtype), None
+            return (perm.array()[:hi] if whole else perm.values(lo, hi)), None
         # even='pad': positions past the rank's samples wrap around to its first ones
-        pos: np.ndarray = np.arange(total, dtype=np.int32 if total < 2**31 else np.int64)
+        pos: np.ndarray = np.arange(lo, hi, dtype=dtype)
         padded = pos >= n
         samples = pos % n
-        return (samples if order is None else order[samples]), padded
+        return (samples if perm is None else perm.take(samples)), padded
 
     def batches(self, epoch: int = 0, start: int = 0) -> Iterator[PlannedBatch]:
-        """The batches of ``epoch`` from batch number ``start`` on (to resume mid-epoch)."""
-        order = self.order(epoch)
+        """The batches of ``epoch`` from batch number ``start`` on (to resume mid-epoch).
+
+        A shuffled epoch's order is computed batch by batch (:class:`Permutation`), never held whole.
+        """
+        perm = self.permutation(epoch)
         n, bs, total = self.num_samples, self.batch_size, self.samples_per_epoch
         for b in range(max(start, 0), self.num_batches):
             lo = b * bs
             hi = min(lo + bs, total)
-            if hi <= n:  # no padding: consecutive rows, or a view of this stretch of the epoch's own order
-                yield PlannedBatch(b, slice(lo, hi) if order is None else order[lo:hi])
+            if hi <= n:  # no padding: consecutive rows, or this stretch of the epoch's order
+                yield PlannedBatch(b, slice(lo, hi) if perm is None else perm.values(lo, hi))
                 continue
             pos = np.arange(lo, hi, dtype=np.int64)
             padded = pos >= n
             idx = pos % n
-            if order is not None:
-                idx = order[idx]
+            if perm is not None:
+                idx = perm.take(idx)
             yield PlannedBatch(b, idx, padded if padded.any() else None)
+
+
+def _checked_range(first: int, last: int | None, num_batches: int) -> tuple[int, int]:
+    """``first, last`` as a batch range within ``0 .. num_batches`` (``last`` None: to the end)."""
+    last = num_batches if last is None else last
+    if not 0 <= first <= last <= num_batches:
+        raise ValueError(f"batches {first}..{last} are outside this epoch's 0..{num_batches}")
+    return int(first), int(last)

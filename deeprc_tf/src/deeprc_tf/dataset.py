@@ -4,11 +4,13 @@ The plan comes from :class:`deeprc_core.TableBatches` (the agreed batch counts, 
 windows, ``even=`` policies, all in the core) with ``align=64``; this module cuts the
 batches *inside* tf.data, so that Python runs once per epoch, not once per batch:
 
-* once per epoch, a ``tf.py_function`` asks the core for the epoch in index form
-  (:meth:`~deeprc_core.TableBatches.epoch_rows`) and hands TensorFlow the partition's
-  arrays (:meth:`~deeprc_core.TableBatches.arrays`) as DLPack tensors over the Arrow
-  buffers (no copy; :func:`deeprc_tf.tensors.to_tensor` copies, counted, only a
-  misaligned buffer);
+* once per epoch, a ``tf.py_function`` hands TensorFlow the partition's arrays
+  (:meth:`~deeprc_core.TableBatches.arrays`) as DLPack tensors over the Arrow buffers (no
+  copy; :func:`deeprc_tf.tensors.to_tensor` copies, counted, only a misaligned buffer);
+* the epoch's rows in index form (:meth:`~deeprc_core.TableBatches.epoch_rows`) come a
+  chunk of ~64k rows at a time, one ``tf.py_function`` per chunk, so a shuffled epoch's
+  order is never held whole (under ``shuffle='global'``, whose epochs reload the table,
+  the first call gives the whole epoch's rows with its tensors);
 * each batch is then a graph op over those tensors: a slice for unshuffled rows (TF
   shares 64-byte-aligned slices, copies others), a ``tf.gather`` for shuffled, padded or
   filtered rows and windows (one copy of that batch), a ``tf.stack`` for a list of
@@ -129,6 +131,11 @@ class BatchStream:
         self._grouped = self._stack_x and self._window is None and not self._in_order and batches.shuffle != "global"
         self._group_bytes = GROUP_BYTES
         self._group_size = batches.group_size(self._group_bytes) if self._grouped else 0
+        # Other gathered epochs take their rows a chunk at a time: an epoch's whole index (4 bytes a sample)
+        # would be the largest thing this pipeline holds. Not under shuffle='global': the rows belong to the
+        # table that epoch loaded, and tf.data overlaps epochs.
+        self._chunked = not self._grouped and not self._in_order and batches.shuffle != "global"
+        self._chunk_batches = max(1, CHUNK_ROWS // batches.batch_size)
         #: open group streams, by (iterator generation, epoch)
         self._open: dict[tuple[int, int], Any] = {}
 
@@ -142,23 +149,43 @@ class BatchStream:
         return spec if len(spec) > 1 else spec[0]
 
     # ------------------------------------------------------------------ per epoch, in Python
-    def epoch_tensors(self, epoch: Any) -> list[Any]:
-        """The partition's tensors, the epoch's rows and its per-replica bounds (run by ``tf.py_function``)."""
+    def epoch_tensors(self, epoch: Any, generation: Any) -> list[Any]:
+        """The partition's tensors, and the epoch's rows with per-replica bounds unless they come by chunks.
+
+        Run by ``tf.py_function`` once per epoch. Chunked epochs get an empty index and
+        bounds here and their rows from :meth:`chunk_tensors`.
+        """
         e = int(epoch)
         with self._lock:  # iterators of one stream (Keras's build pass, fit) never reload the table at once
-            plan = self.batches.epoch_rows(e)  # collective for shuffle='global', in the same order on every rank
+            if self._chunked:
+                plan = None
+                self.batches.prepare_epoch(e)  # checks the epoch; collective work there is none
+            else:
+                plan = self.batches.epoch_rows(e)  # collective for shuffle='global', in the same order on every rank
+                self._record(plan, int(generation))
             arrays = self.batches.arrays()
-            self._record(plan)
-        self._count_copies(plan, arrays)
-        if plan.rows is not None:
-            rows = _index_for_tf(plan.rows, self._index_dtype)
+        self._count_copies(e, self.batches.plan.samples_per_epoch, arrays)
+        if plan is None:
+            rows, bounds = np.zeros(0, self._index_dtype), np.zeros(1, np.int64)
+        elif plan.rows is not None:
+            rows, bounds = _index_for_tf(plan.rows, self._index_dtype), split_bounds(plan.bounds, self.local_replicas)
         elif self._in_order:
-            rows = np.zeros(0, self._index_dtype)  # batches are slices
+            rows, bounds = np.zeros(0, self._index_dtype), split_bounds(plan.bounds, self.local_replicas)  # slices
         else:  # this epoch happens to be in order (a global shuffle's table): the graph gathers
             rows = _index_for_tf(np.arange(int(plan.bounds[-1]), dtype=self._index_dtype), self._index_dtype)
+            bounds = split_bounds(plan.bounds, self.local_replicas)
         data = [to_tensor(x) for x in [*arrays.x, *([] if arrays.y is None else [arrays.y])]]
-        # the bounds are small: numpy, which TensorFlow copies into its own buffer
-        return [*data, to_tensor(rows), split_bounds(plan.bounds, self.local_replicas)]
+        # the index and bounds: numpy, which TensorFlow copies into its own buffer
+        return [*data, to_tensor(rows), bounds]
+
+    def chunk_tensors(self, generation: Any, epoch: Any, chunk: Any) -> list[Any]:
+        """Rows and per-replica bounds of chunk ``chunk`` of ``epoch``'s batches (run by ``tf.py_function``)."""
+        first = int(chunk) * self._chunk_batches
+        plan = self.batches.epoch_rows(int(epoch), first, min(first + self._chunk_batches, self.steps))
+        with self._lock:
+            self._record(plan, int(generation))
+        assert plan.rows is not None  # chunked epochs are never consecutive rows
+        return [to_tensor(_index_for_tf(plan.rows, self._index_dtype)), split_bounds(plan.bounds, self.local_replicas)]
 
     def _begin(self) -> list[np.int64]:
         """Where a fresh iterator starts, and its generation (which keeps its group streams apart)."""
@@ -190,7 +217,7 @@ class BatchStream:
         data = [group.x] if group.y is None else [group.x, group.y]
         return [*(to_tensor(a) for a in data), bounds]
 
-    def _record(self, plan: EpochRows) -> None:
+    def _record(self, plan: EpochRows, generation: int) -> None:
         if self.served is None:
             return
         for b in range(len(plan.bounds) - 1):
@@ -198,20 +225,19 @@ class BatchStream:
             rows = slice(lo, hi) if plan.rows is None else plan.rows[lo:hi]
             padded = None if plan.padded is None else plan.padded[lo:hi]
             padded = padded if padded is not None and padded.any() else None
-            self.served.append(Served(self.generation - 1, plan.epoch, b, self.batches.global_ids(rows), padded))
+            self.served.append(Served(generation, plan.epoch, plan.first + b, self.batches.global_ids(rows), padded))
 
-    def _count_copies(self, plan: EpochRows, arrays: Any) -> None:
+    def _count_copies(self, epoch: int, samples: int, arrays: Any) -> None:
         """What the epoch's batches will copy inside TensorFlow, counted once per epoch."""
-        samples = int(plan.bounds[-1])
         x_row = sum(int(np.prod(a.shape[1:], dtype=np.int64)) * a.itemsize for a in arrays.x)
         y_row = 0 if arrays.y is None else int(np.prod(arrays.y.shape[1:], dtype=np.int64)) * arrays.y.itemsize
         w = self._window
         if w is not None:
-            record_copy("window-gather", samples * (x_row * w.input_len + y_row * w.horizon), f"epoch {plan.epoch}")
+            record_copy("window-gather", samples * (x_row * w.input_len + y_row * w.horizon), f"epoch {epoch}")
         elif not self._in_order:
-            record_copy("gather", samples * (x_row + y_row), f"epoch {plan.epoch}")
+            record_copy("gather", samples * (x_row + y_row), f"epoch {epoch}")
         elif self._stack_x:
-            record_copy("stack", samples * x_row, f"epoch {plan.epoch}: {self._num_x} columns per batch")
+            record_copy("stack", samples * x_row, f"epoch {epoch}: {self._num_x} columns per batch")
 
     # ------------------------------------------------------------------ per batch, in the graph
     def _element(self, i: Any, xs: list[Any], y: Any, rows: Any, bounds: Any) -> Any:
@@ -260,11 +286,21 @@ class BatchStream:
             if self._grouped:
                 groups = -(-self.steps // self._group_size)
                 return tf.data.Dataset.range(groups).flat_map(lambda _: one_group(epoch, generation))
-            out = tf.py_function(self.epoch_tensors, [epoch], types)
+            out = tf.py_function(self.epoch_tensors, [epoch, generation], types)
             xs = list(out[: self._num_x])
             y = out[self._num_x] if self._has_y else None
+            if self._chunked:
+                chunks = -(-self.steps // self._chunk_batches)
+                return tf.data.Dataset.range(chunks).flat_map(lambda c: one_chunk(epoch, generation, c, xs, y))
             rows, bounds = out[num_data], out[num_data + 1]
             return tf.data.Dataset.range(elements).map(lambda i: self._element(i, xs, y, rows, bounds))
+
+        def one_chunk(epoch: Any, generation: Any, chunk: Any, xs: list[Any], y: Any) -> Any:
+            rows, bounds = tf.py_function(
+                self.chunk_tensors, [generation, epoch, chunk], [tf.as_dtype(self._index_dtype), tf.int64]
+            )
+            parts = tf.size(bounds, out_type=tf.int64) - 1
+            return tf.data.Dataset.range(parts).map(lambda i: self._element(i, xs, y, rows, bounds))
 
         def one_group(epoch: Any, generation: Any) -> Any:  # its batches are slices of the group's tensors
             out = tf.py_function(self.group_tensors, [generation, epoch], [dtype] * (1 + int(self._has_y)) + [tf.int64])
@@ -296,6 +332,8 @@ class BatchStream:
 #: float32 features at batch 1024): one py_function call per group. Larger groups call Python less often but
 #: hold more memory: tf.data keeps a few groups alive (at 10M rows: 4 MiB groups +104 MiB, 1 MiB +71, 512 KiB +61).
 GROUP_BYTES = 512 * 1024
+#: Rows of an epoch's index per ``tf.py_function`` call on the chunked path (256 KiB of int32 rows)
+CHUNK_ROWS = 1 << 16
 #: Group streams kept open per pipeline (one per live iterator and epoch; older ones are closed)
 MAX_OPEN_GROUP_STREAMS = 4
 
