@@ -498,8 +498,9 @@ class TableBatches:
         rows as one index take it a range at a time, so a shuffled epoch is never held whole.
         """
         self.prepare_epoch(epoch)
+        first, last = self.plan.batch_range(first, last)
         samples, padded = self.plan.epoch_samples(epoch, first, last)
-        bounds = self.plan.bounds()[first : (self.plan.num_batches if last is None else last) + 1]
+        bounds = self.plan.bounds()[first : last + 1]
         bounds = bounds - bounds[0]
         if samples is None and self._valid is None and self._starts is None:
             return EpochRows(epoch, None, bounds, None, first)

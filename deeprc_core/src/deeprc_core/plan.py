@@ -171,6 +171,13 @@ class BatchPlan:
         perm = self.permutation(epoch)
         return None if perm is None else perm.array()
 
+    def batch_range(self, first: int = 0, last: int | None = None) -> tuple[int, int]:
+        """``first, last`` checked as a batch range within ``0 .. num_batches`` (``last`` None: to the end)."""
+        last = self.num_batches if last is None else last
+        if not 0 <= first <= last <= self.num_batches:
+            raise ValueError(f"batches {first}..{last} are outside this epoch's 0..{self.num_batches}")
+        return int(first), int(last)
+
     def bounds(self) -> np.ndarray:
         """Batch ``b`` of every epoch is positions ``bounds[b]:bounds[b+1]`` of the epoch's samples (int64)."""
         return np.minimum(np.arange(self.num_batches + 1, dtype=np.int64) * self.batch_size, self.samples_per_epoch)
@@ -188,7 +195,7 @@ class BatchPlan:
         """
         perm = self.permutation(epoch)
         n, bs, total = self.num_samples, self.batch_size, self.samples_per_epoch
-        first, last = _checked_range(first, last, self.num_batches)
+        first, last = self.batch_range(first, last)
         lo, hi = min(first * bs, total), min(last * bs, total)
         whole = lo == 0 and hi == total
         if perm is None and total <= n and whole:
@@ -223,11 +230,3 @@ class BatchPlan:
             if perm is not None:
                 idx = perm.take(idx)
             yield PlannedBatch(b, idx, padded if padded.any() else None)
-
-
-def _checked_range(first: int, last: int | None, num_batches: int) -> tuple[int, int]:
-    """``first, last`` as a batch range within ``0 .. num_batches`` (``last`` None: to the end)."""
-    last = num_batches if last is None else last
-    if not 0 <= first <= last <= num_batches:
-        raise ValueError(f"batches {first}..{last} are outside this epoch's 0..{num_batches}")
-    return int(first), int(last)

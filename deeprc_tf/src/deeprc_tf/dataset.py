@@ -165,15 +165,15 @@ class BatchStream:
                 self._record(plan, int(generation))
             arrays = self.batches.arrays()
         self._count_copies(e, self.batches.plan.samples_per_epoch, arrays)
+        rows = np.zeros(0, self._index_dtype)  # chunked epochs, and slices of consecutive rows
         if plan is None:
-            rows, bounds = np.zeros(0, self._index_dtype), np.zeros(1, np.int64)
-        elif plan.rows is not None:
-            rows, bounds = _index_for_tf(plan.rows, self._index_dtype), split_bounds(plan.bounds, self.local_replicas)
-        elif self._in_order:
-            rows, bounds = np.zeros(0, self._index_dtype), split_bounds(plan.bounds, self.local_replicas)  # slices
-        else:  # this epoch happens to be in order (a global shuffle's table): the graph gathers
-            rows = _index_for_tf(np.arange(int(plan.bounds[-1]), dtype=self._index_dtype), self._index_dtype)
+            bounds = np.zeros(1, np.int64)
+        else:
             bounds = split_bounds(plan.bounds, self.local_replicas)
+            if plan.rows is not None:
+                rows = _index_for_tf(plan.rows, self._index_dtype)
+            elif not self._in_order:  # this epoch happens to be in order (a global shuffle's table): the graph gathers
+                rows = _index_for_tf(np.arange(int(plan.bounds[-1]), dtype=self._index_dtype), self._index_dtype)
         data = [to_tensor(x) for x in [*arrays.x, *([] if arrays.y is None else [arrays.y])]]
         # the index and bounds: numpy, which TensorFlow copies into its own buffer
         return [*data, to_tensor(rows), bounds]
