@@ -18,6 +18,8 @@ Every variant starts from the same Arrow table (``--rows`` x 16 float32 features
 float32 target; 648 MiB at the default 10M rows), built before timing. Reported per
 variant (medians of ``--repeats`` runs): epoch seconds, batches/s, and the peak RSS
 above the RSS once the table exists ("extra"), also as a share of the table's bytes.
+Each run records the CPU share the hypervisor stole during it (``bench/cpu_steal.py``), beside
+its time; the figures are medians over all runs.
 
     python bench/tf_dataset.py                     # 10M rows, 3 repeats
     python bench/tf_dataset.py --rows 2000000      # quicker
@@ -39,6 +41,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from cpu_steal import StealMeter, median_steal
 
 HERE = Path(__file__).resolve().parent
 FEATURES = 16
@@ -123,7 +127,9 @@ def _child(variant: str, rows: int, batch: int, pandas_rows: int) -> dict[str, A
     table_bytes = int(table.nbytes)
     base = _rss()
     count = 0
+    steal = StealMeter()
     with PeakRSS() as mem:
+        steal.start()
         t0 = time.perf_counter()
         if variant.startswith("deeprc"):
             features: Any = "x" if "x" in table.column_names else [f"f{j}" for j in range(FEATURES)]
@@ -172,6 +178,7 @@ def _child(variant: str, rows: int, batch: int, pandas_rows: int) -> dict[str, A
                 count += 1
             extra_info = {"measured_rows": run_rows}
         seconds = time.perf_counter() - t0
+        steal_share = steal.stop()
     peak_ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     scale = rows / run_rows
     return {
@@ -187,6 +194,7 @@ def _child(variant: str, rows: int, batch: int, pandas_rows: int) -> dict[str, A
         "table_bytes": table_bytes,
         "extra_peak_bytes": mem.peak - base,
         "peak_rss_bytes": max(mem.peak, peak_ru),
+        "steal_share": steal_share,
         **extra_info,
     }
 
@@ -234,9 +242,11 @@ def main() -> None:
         for variant in variants:
             r = _run_child(variant, args)
             all_runs[variant].append(r)
+            stolen = "" if r["steal_share"] is None else f", {100 * r['steal_share']:.0f}% CPU stolen"
             print(
                 f"[{variant}] run {i + 1}/{args.repeats}: {r['epoch_s']:.2f} s/epoch, {r['batches_per_s']:.0f} batches/s, "
-                f"extra peak {r['extra_peak_bytes'] / mib:+.0f} MiB{' (extrapolated)' if r['extrapolated'] else ''}",
+                f"extra peak {r['extra_peak_bytes'] / mib:+.0f} MiB{' (extrapolated)' if r['extrapolated'] else ''}"
+                f"{stolen}",
                 flush=True,
             )
     summary = []
@@ -256,6 +266,7 @@ def main() -> None:
                 "batches_per_s": med["batches_per_s"],
                 "extra_peak_mib": med["extra_peak_bytes"] / mib,
                 "extra_peak_share": med["extra_peak_bytes"] / mib / table_mib,
+                "steal_share": median_steal(runs),
                 "runs": runs,
             }
         )
@@ -263,7 +274,7 @@ def main() -> None:
     shuffled_base = next((s for s in summary if s["variant"] == SHUFFLED_BASE), None)
     print(
         f"\n{'variant':24} {'epoch s':>9} {'batches/s':>10} {'vs slices':>9} {'time vs base':>12} "
-        f"{'extra MiB':>10} {'% table':>8}"
+        f"{'extra MiB':>10} {'% table':>8}  {'stolen':>6}"
     )
     for s in summary:
         s["speedup_vs_from_tensor_slices"] = s["batches_per_s"] / base["batches_per_s"] if base else None
@@ -279,10 +290,12 @@ def main() -> None:
             if s["extrapolated"]
             else ""
         )
+        stolen = "-" if s["steal_share"] is None else f"{100 * s['steal_share']:.0f}%"
         print(
             f"{s['variant']:24} {s['epoch_s']:9.2f} {s['batches_per_s']:10.1f} {ratio:>9} {vs:>12} "
-            f"{s['extra_peak_mib']:+10.0f} {100 * s['extra_peak_share']:7.1f}%{note}"
+            f"{s['extra_peak_mib']:+10.0f} {100 * s['extra_peak_share']:7.1f}%  {stolen:>6}{note}"
         )
+    print("stolen: the median share of the machine's CPU time the hypervisor took during the runs (/proc/stat)")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tf_dataset.json").write_text(json.dumps(summary, indent=2, default=str))
     with (args.out / "tf_dataset.csv").open("w", newline="") as f:
@@ -299,6 +312,7 @@ def main() -> None:
             "speedup_vs_from_tensor_slices",
             "baseline",
             "time_vs_baseline",
+            "steal_share",
             "extra_peak_mib",
             "extra_peak_share",
         ]

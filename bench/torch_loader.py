@@ -21,6 +21,9 @@ extrapolated linearly to the full size; the report labels them. "Touching" a bat
 element of x and y, so gathers happen but no arithmetic is timed. Extra memory is the peak
 resident set above the resident set right after the table was built (Linux ``VmHWM``
 reset through ``/proc/self/clear_refs``), i.e. what the loader adds on top of the table.
+Each run also records the share of CPU time the hypervisor stole during its epoch (``steal_share``,
+see ``cpu_steal.py``): on a capped VM the two-thread deeprc_columns path loses more to it than the
+one-core ideal. The figures are medians over all runs; the report lists every run.
 Results: ``bench/results/torch_loader.{json,csv}``.
 """
 
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cpu_steal import StealMeter, median_steal
 
 HERE = Path(__file__).resolve().parent
 MiB = 1024 * 1024
@@ -185,9 +189,12 @@ def run_worker(variant: str, rows: int, features: int, batch: int, shuffle: bool
     else:
         raise ValueError(variant)
     setup_s = time.perf_counter() - t0
+    steal = StealMeter()
+    steal.start()
     t1 = time.perf_counter()
     n = _epoch(loader)
     epoch_s = time.perf_counter() - t1
+    steal_share = steal.stop()
     peak = _peak_rss()
     return {
         "variant": variant,
@@ -201,6 +208,7 @@ def run_worker(variant: str, rows: int, features: int, batch: int, shuffle: bool
         "table_bytes": table_bytes,
         "extra_peak_bytes": max(peak - base, 0),
         "peak_exact": exact_peak,
+        "steal_share": steal_share,
     }
 
 
@@ -281,9 +289,10 @@ def main() -> None:
                     continue
                 res = _spawn(variant, min(sub.get(variant, args.rows), args.rows), args, shuffle)
                 runs[variant].append(res)
+                stolen = "" if res["steal_share"] is None else f", {100 * res['steal_share']:.0f}% CPU stolen"
                 print(
                     f"{variant:15s} shuffle={shuffle!s:5s} run {r + 1}: {res['epoch_s']:.3f} s, "
-                    f"{res['batches_per_s']:.0f} batches/s, +{res['extra_peak_bytes'] / MiB:.0f} MiB",
+                    f"{res['batches_per_s']:.0f} batches/s, +{res['extra_peak_bytes'] / MiB:.0f} MiB{stolen}",
                     flush=True,
                 )
         for variant in variants:
@@ -305,6 +314,9 @@ def main() -> None:
                     "extra_peak_MiB": med["extra_peak_bytes"] / MiB,
                     "table_MiB": args.rows * (args.features + 1) * 4 / MiB,
                     "repeats": len(done),
+                    "epoch_s_runs": [x["epoch_s"] * scale for x in done],
+                    "steal_share_runs": [x["steal_share"] for x in done],
+                    "steal_share": median_steal(done),
                 }
             )
     ideal = {r["shuffle"]: r for r in rows_out if r["variant"] == "ideal"}
@@ -336,13 +348,17 @@ def main() -> None:
     print(f"\n{args.rows:,} rows x {args.features} features + 1 target, batch {args.batch} (one process)")
     print(
         f"{'variant':46s} {'shuffle':7s} {'epoch s':>9s} {'batches/s':>10s} {'+MiB':>7s} {'x ideal':>8s} {'÷ deeprc':>9s}"
+        f" {'stolen':>7s}"
     )
     for r in rows_out:
         tag = " (extrapolated)" if r["extrapolated"] else ""
+        stolen = "-" if r["steal_share"] is None else f"{100 * r['steal_share']:.0f}%"
         print(
             f"{r['label'] + tag:46s} {r['shuffle']!s:7s} {r['epoch_s']:9.3f} {r['batches_per_s']:10.0f} "
             f"{r['extra_peak_MiB']:7.0f} {r['time_vs_ideal'] or 0:8.2f} {r['deeprc_speedup'] or 0:9.1f}"
+            f" {stolen:>7s}"
         )
+    print("stolen: the median share of the machine's CPU time the hypervisor took during the epochs (/proc/stat)")
     for s in skipped:
         print("skipped:", s)
 
