@@ -157,6 +157,8 @@ def one_step(output: str) -> dict[str, Any]:
     kernel, bias = model.get_weights()
     # every row once, in global order, on every rank (batches of 50: padding on the last one)
     got = deeprc_tf.predict(model, table, ["a", "b"], "y", batch_size=50, root=None)
+    # over make_dataset's data: its table, columns and per-worker batch; gathered on rank 0 only
+    over_data = deeprc_tf.predict(model, data)
     return {
         "steps": data.steps_per_epoch,
         "loss": history.history["loss"][0],
@@ -165,4 +167,6 @@ def one_step(output: str) -> dict[str, Any]:
         "pred_index": got.index,
         "pred": got.pred,
         "pred_true": got.extra["true"],
+        "data_pred": None if over_data is None else over_data.pred,
+        "data_index": None if over_data is None else over_data.index,
     }

@@ -177,3 +177,23 @@ def test_make_dataset_reads_a_path_like_the_torch_side(tmp_path: object) -> None
     np.testing.assert_allclose(y.numpy(), (2 * a - b)[:64], rtol=1e-6)
     with pytest.raises(TypeError, match=r"make_dataset: source must be a deeprc_core.GlobalTable, a path"):
         deeprc_tf.make_dataset(pa.table({"a": a}), ["a"], None, 64)  # type: ignore[arg-type]
+
+
+def test_predict_over_make_datasets_data_uses_its_table_columns_and_eval_window() -> None:
+    """predict(model, data): every window of the training table once, in the evaluation window, in order."""
+    import keras
+
+    rows = 300
+    a = np.arange(rows, dtype=np.float32)
+    gt = GlobalTable(pa.table({"a": a, "t": 2 * a}), LocalCommunicator())
+    data = deeprc_tf.make_dataset(gt, ["a"], "t", 32, window=(10, 1, 4), eval_window=(10, 1), shuffle=True)
+    model = keras.Sequential([keras.Input((10, 1)), keras.layers.Flatten(), keras.layers.Dense(1)])
+    got = deeprc_tf.predict(model, data)
+    assert got is not None
+    windows = rows - 11 + 1  # every window (the eval window's stride 1), not the training's every 4th
+    np.testing.assert_array_equal(got.index, np.arange(windows))
+    np.testing.assert_allclose(got.extra["true"].ravel(), 2 * a[10 : 10 + windows])
+    x = np.stack([a[i : i + 10] for i in range(windows)])[..., None]
+    np.testing.assert_allclose(got.pred, np.asarray(model(x)), rtol=1e-5, atol=1e-4)
+    with pytest.raises(TypeError, match=r"deeprc_tf.predict: give features="):
+        deeprc_tf.predict(model, gt)

@@ -110,6 +110,10 @@ def test_one_step_equals_the_single_process_gradient(output: str) -> None:
         np.testing.assert_array_equal(v["pred_index"], np.arange(n))
         np.testing.assert_allclose(v["pred"].ravel(), x @ v["kernel"].ravel() + v["bias"][0], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(v["pred_true"].ravel(), y, rtol=1e-6)
+    # predict(model, data): the same rows and outputs, on rank 0 only
+    assert res[1].value["data_pred"] is None
+    np.testing.assert_array_equal(res[0].value["data_index"], np.arange(n))
+    np.testing.assert_allclose(res[0].value["data_pred"], res[0].value["pred"], rtol=1e-6)
 
 
 def test_failing_worker_fails_every_worker_in_bounded_time() -> None:

@@ -8,7 +8,7 @@ scope, feed ``model.fit`` from :func:`make_dataset`::
     with strategy.scope():
         model = build_model()
     model.fit(data.dataset, steps_per_epoch=data.steps_per_epoch, epochs=3)
-    got = deeprc_tf.predict(model, table, features, target)  # every row once, in global order, on rank 0
+    got = deeprc_tf.predict(model, data)  # every row of the table once, in global order, on rank 0
 
 :class:`DeepRCSequence` (a ``keras.utils.PyDataset``) serves single-process Keras on any
 backend. Nothing here imports torch or deeprc-torch.

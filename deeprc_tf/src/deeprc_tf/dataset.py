@@ -53,7 +53,7 @@ from deeprc_core.plan import positive_int
 from deeprc_core.views import TF_ALIGNMENT, aligned_empty, is_aligned
 from deeprc_core.windows import Window
 
-from deeprc_core import EpochRows, TableBatches, detect_wiring, record_copy
+from deeprc_core import EpochRows, GlobalTable, TableBatches, detect_wiring, record_copy
 
 from .tensors import to_tensor
 
@@ -373,6 +373,16 @@ class DistributedData:
     validation_data: Any = None
     validation_steps: int | None = None
     validation: BatchStream | None = field(default=None)
+    #: what :func:`deeprc_tf.predict` needs to predict over this data: the source table, columns and settings
+    table: GlobalTable | None = None
+    features: str | Sequence[str] = ()
+    target: str | Sequence[str] | None = None
+    settings: BatchSettings | None = None
+
+    @property
+    def per_worker_batch_size(self) -> int:
+        """Samples per batch on this worker: ``per_replica_batch_size`` times its local replicas."""
+        return self.per_replica_batch_size * self.train.local_replicas
 
     @property
     def callback(self) -> Any:
@@ -512,6 +522,10 @@ def make_dataset(
         validation_data=val_ds,
         validation_steps=None if validation is None else validation.steps,
         validation=validation,
+        table=source,
+        features=features,
+        target=target,
+        settings=settings,
     )
 
 

@@ -11,39 +11,68 @@ from deeprc_core.prediction import Predictions, predict_all, prediction_batches
 from deeprc_core.views import TF_ALIGNMENT
 from deeprc_core.windows import Window
 
+from .dataset import DistributedData
 from .tensors import to_tensor
+
+#: the batch size of a prediction over a table when none is given
+DEFAULT_BATCH_SIZE = 256
 
 
 def predict(
     model: Any,
-    source: Source,
-    features: str | Sequence[str],
+    source: Source | DistributedData,
+    features: str | Sequence[str] | None = None,
     target: str | Sequence[str] | None = None,
     *,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     window: Window | Sequence[int] | dict[str, Any] | None = None,
     dropna_target: bool = False,
     root: int | None = 0,
 ) -> Predictions | None:
     """Predict every sample of ``source`` once with ``model`` and gather them in global order (collective).
 
-    Each rank runs the model on its own partition (unshuffled, ``even="pad"``, so every
-    worker runs the same number of batches); padding is removed and each sample is checked
-    to arrive once (:mod:`deeprc_core.prediction`). Returns
-    :class:`~deeprc_core.Predictions` (``index``, ``pred``, ``extra["true"]`` when
-    ``target`` is given) on ``root``, or on every rank with ``root=None``; None elsewhere.
-    ``features``/``window`` must be what the model was trained on (e.g. ``make_dataset``'s).
+    ``source`` is what :func:`make_dataset` takes (a GlobalTable, a path or a function), or
+    the :class:`DistributedData` it returned: then the same table, features, target, dtype
+    and evaluation window (``eval_window``, default ``window``) as in training, in batches
+    of the worker's training batch, unless given here. Each rank runs the model on its own
+    partition (unshuffled, ``even="pad"``, so every worker runs the same number of
+    batches); padding is removed and each sample is checked to arrive once
+    (:mod:`deeprc_core.prediction`). Returns :class:`~deeprc_core.Predictions` (``index``,
+    ``pred``, ``extra["true"]`` when there is a target) on ``root``, or on every rank with
+    ``root=None``; None elsewhere. Over a table, ``features``/``window`` must be what the
+    model was trained on (``batch_size`` defaults to 256).
     """
     import tensorflow as tf
 
-    table = resolve_source(source, "deeprc_tf.predict")
+    dtype: Any = np.float32
+    if isinstance(source, DistributedData):
+        data = source
+        if data.table is None or data.settings is None:
+            raise TypeError(
+                "deeprc_tf.predict: this DistributedData does not hold its table; pass the table, features and "
+                "target instead (or build the data with deeprc_tf.make_dataset)"
+            )
+        table = data.table
+        features = data.features if features is None else features
+        target = data.target if target is None else target
+        window = data.settings.eval_window if window is None else window
+        batch_size = data.per_worker_batch_size if batch_size is None else batch_size
+        dtype = data.settings.dtype
+    else:
+        if features is None:
+            raise TypeError(
+                "deeprc_tf.predict: give features= (the model's input columns), or pass make_dataset's "
+                "DistributedData to predict over its table with its columns"
+            )
+        table = resolve_source(source, "deeprc_tf.predict")
     batches = prediction_batches(
         table,
         features,
         target,
-        batch_size,
+        DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
         window=window,
         dropna_target=dropna_target,
+        dtype=dtype,
         align=TF_ALIGNMENT,
         what="deeprc_tf.predict",
     )
