@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import numpy as np
 
-from .plan import EVEN_POLICIES, EvenPolicy, ShuffleMode, normalize_shuffle
+from .plan import EVEN_POLICIES, EvenPolicy, ShuffleMode, check_shuffle_with_window, normalize_shuffle
 from .views import READONLY_POLICIES, ReadOnlyPolicy
 from .windows import Window
 
@@ -62,15 +62,6 @@ class BatchOptions(TypedDict, total=False):
     dtype: Any
     readonly: ReadOnlyPolicy
     stack_ahead: int
-
-
-def check_shuffle_with_window(shuffle: str, window: Window | None, what: str) -> None:
-    """Refuse ``shuffle='global'`` with a window (windows need each rank's rows in time order)."""
-    if shuffle == "global" and window is not None:
-        raise ValueError(
-            f"{what}: shuffle='global' cannot be combined with window= (windows need the time order); "
-            "use shuffle=True (local), which permutes each rank's windows"
-        )
 
 
 def as_numpy_dtype(dtype: Any) -> np.dtype:

@@ -35,11 +35,18 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from .batch_settings import check_shuffle_with_window
 from .comm import agree
 from .copies import record_copy
 from .errors import SchemaError, ZeroCopyError
-from .plan import BatchPlan, EvenPolicy, PlannedBatch, epoch_number, normalize_shuffle, positive_int
+from .plan import (
+    BatchPlan,
+    EvenPolicy,
+    PlannedBatch,
+    check_shuffle_with_window,
+    epoch_number,
+    normalize_shuffle,
+    positive_int,
+)
 from .stacking import ColumnStack, Pending, StackAhead
 from .table import GlobalTable, check_columns
 from .views import aligned_copy, column_view, is_aligned, pack_columns, sliding_windows, take_rows

@@ -34,13 +34,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from .comm.base import Communicator
 from .errors import DeepRCError
 from .permutation import Permutation
+
+if TYPE_CHECKING:
+    from .windows import Window
 
 EvenPolicy = Literal["drop", "pad", "rebalance"]
 ShuffleMode = Literal["none", "local", "global"]
@@ -66,6 +69,15 @@ def positive_int(value: object, name: str, what: str = "") -> int:
 def epoch_number(epoch: object, what: str = "") -> int:
     """``epoch`` as an int >= 0; anything else is an error naming the epoch."""
     return _checked_int(epoch, "epoch", what, 0, "non-negative")
+
+
+def check_shuffle_with_window(shuffle: str, window: Window | None, what: str) -> None:
+    """Refuse ``shuffle='global'`` with a window (windows need each rank's rows in time order)."""
+    if shuffle == "global" and window is not None:
+        raise ValueError(
+            f"{what}: shuffle='global' cannot be combined with window= (windows need the time order); "
+            "use shuffle=True (local), which permutes each rank's windows"
+        )
 
 
 def normalize_shuffle(shuffle: bool | str) -> ShuffleMode:

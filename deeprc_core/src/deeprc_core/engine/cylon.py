@@ -28,14 +28,9 @@ from .dedupe import arrow_drop_duplicates_local, free_name, with_row_ids
 from .groupby import AggSpec, arrow_groupby_schema
 from .join import JoinPlan
 from .samplesort import OVERSAMPLE
+from .select import PYCYLON_HINT
 
 logger = logging.getLogger("deeprc.engine")
-
-PYCYLON_HINT = (
-    "pycylon is not installed. It is not on PyPI: install it with conda "
-    "('conda install -c cylondata pycylon'), load your cluster's Cylon module, or build it "
-    "from source (`./dev cylon` in a Deep RC checkout); Deep RC then uses it automatically."
-)
 
 
 class CylonError(DeepRCError, RuntimeError):

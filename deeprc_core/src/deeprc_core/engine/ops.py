@@ -8,11 +8,12 @@ rank, then dispatches once to the engine chosen by ``engine="auto"|"cylon"|"arro
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
+from ..comm.base import Communicator
 from ..errors import SchemaError
 from ..exchange import exchange_tables
 from .dedupe import concat_local
@@ -22,17 +23,68 @@ from .join import plan_join
 from .samplesort import sort_keys
 from .select import as_list, missing_columns, validate_everywhere
 
-if TYPE_CHECKING:
-    from ..table import GlobalTable
+
+class PartitionedTable(Protocol):
+    """What the operations need of a table (GlobalTable has it): its partition, ranks and a constructor.
+
+    Typed against this protocol rather than GlobalTable, so that the engine never imports
+    the table module that mixes it in (no table <-> engine/ops circle).
+    """
+
+    @property
+    def local(self) -> pa.Table:
+        """This rank's Arrow partition."""
+        ...
+
+    @property
+    def comm(self) -> Communicator:
+        """The job's communicator."""
+        ...
+
+    @property
+    def rank(self) -> int:
+        """This rank."""
+        ...
+
+    @property
+    def world_size(self) -> int:
+        """The number of ranks."""
+        ...
+
+    @property
+    def local_num_rows(self) -> int:
+        """Rows on this rank."""
+        ...
+
+    @property
+    def num_rows(self) -> int:
+        """Rows on all ranks."""
+        ...
+
+    @property
+    def row_offset(self) -> int:
+        """The global index of this rank's first row."""
+        ...
+
+    @property
+    def row_counts(self) -> tuple[int, ...]:
+        """Rows on every rank, in rank order."""
+        ...
+
+    def _like(self: T, local: pa.Table) -> T: ...
 
 
-class GroupBy:
+#: the table type an operation is called on, and returns
+T = TypeVar("T", bound=PartitionedTable)
+
+
+class GroupBy(Generic[T]):
     """A pending distributed group-by: ``table.groupby(by).agg({...})`` runs it (collective)."""
 
-    def __init__(self, table: GlobalTable, by: list[str], engine: str) -> None:
+    def __init__(self, table: T, by: list[str], engine: str) -> None:
         self._table, self._by, self._engine = table, by, engine
 
-    def agg(self, spec: Mapping[str, str | Sequence[str]]) -> GlobalTable:
+    def agg(self, spec: Mapping[str, str | Sequence[str]]) -> T:
         """Aggregate: ``{"col": "sum"}`` or ``{"col": ["mean", "std"]}``; output ``<col>_<agg>`` columns.
 
         Functions: sum, mean, min, max, count (non-null values), std (ddof=1). The result
@@ -55,9 +107,7 @@ class EngineOps:
     """Collective data-engineering methods mixed into GlobalTable."""
 
     # ------------------------------------------------------------- shuffle
-    def shuffle(
-        self: GlobalTable, on: str | Sequence[str], num_partitions: int | None = None, engine: str = "auto"
-    ) -> GlobalTable:  # type: ignore[misc]
+    def shuffle(self: T, on: str | Sequence[str], num_partitions: int | None = None, engine: str = "auto") -> T:
         """Hash-partition rows by ``on`` so that equal keys land on the same rank (collective).
 
         The hash is deterministic across processes and runs (see ``engine/hashing.py``);
@@ -80,15 +130,15 @@ class EngineOps:
 
     # ---------------------------------------------------------------- join
     def join(
-        self: GlobalTable,  # type: ignore[misc]
-        other: GlobalTable,
+        self: T,
+        other: T,
         on: str | Sequence[str] | None = None,
         left_on: str | Sequence[str] | None = None,
         right_on: str | Sequence[str] | None = None,
         how: str = "inner",
         suffixes: tuple[str, str] = ("_x", "_y"),
         engine: str = "auto",
-    ) -> GlobalTable:
+    ) -> T:
         """Distributed database-style join with ``other`` (collective), named like pandas ``merge``.
 
         ``how``: inner, left, right or outer. With ``on=`` (or equal key names) the key
@@ -111,9 +161,7 @@ class EngineOps:
         )
 
     # ---------------------------------------------------------------- sort
-    def sort(
-        self: GlobalTable, by: str | Sequence[str], ascending: bool | Sequence[bool] = True, engine: str = "auto"
-    ) -> GlobalTable:  # type: ignore[misc]
+    def sort(self: T, by: str | Sequence[str], ascending: bool | Sequence[bool] = True, engine: str = "auto") -> T:
         """Globally sorted rows: rank 0 holds the smallest keys, each rank's rows in order (collective).
 
         Sample sort with regular sampling; stable (equal keys keep their global input
@@ -136,14 +184,12 @@ class EngineOps:
         )
 
     # ------------------------------------------------------------- groupby
-    def groupby(self: GlobalTable, by: str | Sequence[str], engine: str = "auto") -> GroupBy:  # type: ignore[misc]
+    def groupby(self: T, by: str | Sequence[str], engine: str = "auto") -> GroupBy[T]:
         """Start a distributed group-by on ``by``; call ``.agg({...})`` on the result."""
         return GroupBy(self, as_list(by), engine)
 
     # ------------------------------------------------------ drop_duplicates
-    def drop_duplicates(
-        self: GlobalTable, subset: str | Sequence[str] | None = None, engine: str = "auto"
-    ) -> GlobalTable:  # type: ignore[misc]
+    def drop_duplicates(self: T, subset: str | Sequence[str] | None = None, engine: str = "auto") -> T:
         """Rows with distinct ``subset`` values (default: all columns), keeping the first in global order.
 
         Collective; the kept rows end on the rank their key hashes to, in global row order.
@@ -166,7 +212,7 @@ class EngineOps:
 
     # -------------------------------------------------------------- concat
     @classmethod
-    def concat(cls, tables: Sequence[GlobalTable]) -> GlobalTable:
+    def concat(cls, tables: Sequence[T]) -> T:
         """Global union of tables with equal schemas: each rank concatenates its partitions (no exchange)."""
         tables = list(tables)
         if not tables:
@@ -180,7 +226,7 @@ class EngineOps:
         return first._like(concat_local([t.local for t in tables]))
 
     # ----------------------------------------------------------- rebalance
-    def rebalance(self: GlobalTable) -> GlobalTable:  # type: ignore[misc]
+    def rebalance(self: T) -> T:
         """Equal row counts (differing by at most one), keeping the global row order (collective)."""
         n, p, me = self.num_rows, self.world_size, self.rank
         out_bounds = np.array([n * r // p for r in range(p + 1)], dtype=np.int64)

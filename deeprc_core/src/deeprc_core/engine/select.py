@@ -26,6 +26,14 @@ Engine = Literal["auto", "cylon", "arrow"]
 ENGINES = ("auto", "cylon", "arrow")
 
 
+#: how to get pycylon, in every error that needs it
+PYCYLON_HINT = (
+    "pycylon is not installed. It is not on PyPI: install it with conda "
+    "('conda install -c cylondata pycylon'), load your cluster's Cylon module, or build it "
+    "from source (`./dev cylon` in a Deep RC checkout); Deep RC then uses it automatically."
+)
+
+
 @lru_cache(maxsize=1)
 def pycylon_available() -> bool:
     """True when ``import pycylon`` works in this process."""
@@ -51,8 +59,6 @@ def choose_engine(engine: str, comm: Communicator, what: str) -> str:
     usable = pycylon_available() and comm.kind == "mpi"
     if engine == "cylon":
         if not pycylon_available():
-            from .cylon import PYCYLON_HINT
-
             raise ImportError(f"{what}(engine='cylon'): {PYCYLON_HINT}")
         if comm.kind != "mpi":
             raise ValueError(f"{what}(engine='cylon') needs the MPI communicator; this job uses {comm.kind!r}")
