@@ -62,6 +62,31 @@ def test_cli_mpi4py_allreduce(pilot_service: Path) -> None:
     assert "MPI_OK size=2 sum=3" in proc.stdout
 
 
+def test_cli_backend_reaches_torch_distributed(pilot_service: Path, tmp_path: Path) -> None:
+    """--backend gloo is what init_process_group uses; --backend nccl on a CPU host fails every rank at once."""
+    proc = run_cli(["--ranks", "2", "--backend", "gloo", "--log-dir", str(tmp_path), str(SCRIPTS / "torch_backend.py")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for r in range(2):
+        assert f"BACKEND rank={r} gloo sum=2" in (tmp_path / f"rank-{r}.out").read_text()
+    if torch_sees_a_gpu():
+        return
+    t0 = time.monotonic()
+    nccl = tmp_path / "nccl"
+    proc = run_cli(["--ranks", "2", "--backend", "nccl", "--log-dir", str(nccl), str(SCRIPTS / "torch_backend.py")])
+    assert proc.returncode == 1, proc.stderr[-3000:]  # the ranks' own exit code (an uncaught RuntimeError)
+    for r in range(2):  # each rank refuses by itself, before any rendezvous
+        err = (nccl / f"rank-{r}.err").read_text()
+        assert "DEEPRC_BACKEND=nccl (deeprc-launch --backend nccl) but this rank sees no CUDA GPU" in err, err[-2000:]
+    assert time.monotonic() - t0 < 120  # no rank waits for a peer's timeout
+
+
+def torch_sees_a_gpu() -> bool:
+    """Whether torch on this host has a CUDA GPU (then nccl is a valid choice, not a failure)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
 def test_cli_failing_rank_through_service(pilot_service: Path, tmp_path: Path) -> None:
     proc = run_cli(
         ["--ranks", "2", "--env", "FAIL_RANK=1", "--log-dir", str(tmp_path), str(SCRIPTS / "print_wiring.py")]
