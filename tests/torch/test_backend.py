@@ -45,3 +45,18 @@ def test_nccl_request_fails_every_rank_of_a_lightning_job() -> None:
     results = run_ranks(BODIES, "train", 2, env={"DEEPRC_BACKEND": "nccl"}, timeout=120, expect_failure=True)
     assert all(r.returncode != 0 for r in results)
     assert all("DEEPRC_BACKEND=nccl" in r.stderr for r in results)
+
+
+def test_the_process_group_timeout_is_the_cores_reading_of_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from deeprc_torch.distributed import pg_timeout
+
+    monkeypatch.setenv("DEEPRC_COMM_TIMEOUT", "42")
+    assert pg_timeout() == timedelta(seconds=42) and pg_timeout(7) == timedelta(seconds=7)
+    for bad in ("soon", "-1"):
+        monkeypatch.setenv("DEEPRC_COMM_TIMEOUT", bad)
+        with pytest.raises(ValueError, match=f"DEEPRC_COMM_TIMEOUT='{bad}'"):
+            pg_timeout()
+    monkeypatch.delenv("DEEPRC_COMM_TIMEOUT")
+    assert pg_timeout() == dt.DEFAULT_PG_TIMEOUT == timedelta(minutes=5)

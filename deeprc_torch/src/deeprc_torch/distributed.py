@@ -9,12 +9,12 @@ every launcher without extra flags.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from deeprc_core.comm.base import default_timeout
 from deeprc_core.launchers import can_agree_over_mpi
 from deeprc_core.network import apply_socket_ifname, host_address
 from deeprc_core.wiring import requested_backend
@@ -24,7 +24,7 @@ from deeprc_core import Wiring, WiringError, detect_wiring, env_vars, get_commun
 log = logging.getLogger(__name__)
 
 #: Default process-group timeout: long enough for slow steps, short enough to notice a dead rank.
-DEFAULT_PG_TIMEOUT = timedelta(minutes=5)
+DEFAULT_PG_TIMEOUT = timedelta(seconds=env_vars.DEFAULT_COMM_TIMEOUT)
 
 _resolved: dict[str, tuple[str, int]] = {}
 
@@ -35,8 +35,7 @@ def pg_timeout(timeout: float | timedelta | None = None) -> timedelta:
         return timeout
     if timeout is not None:
         return timedelta(seconds=float(timeout))
-    raw = os.environ.get(env_vars.COMM_TIMEOUT)
-    return timedelta(seconds=float(raw)) if raw else DEFAULT_PG_TIMEOUT
+    return timedelta(seconds=default_timeout())  # the core's one reader: a bad value names the variable
 
 
 def _free_port() -> int:
