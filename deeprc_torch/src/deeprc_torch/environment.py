@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 
-from deeprc_core import Wiring, detect_wiring, env_vars
+from deeprc_core.launchers import DEEPRC
+
+from deeprc_core import Wiring, detect_wiring
 
 from .distributed import rendezvous
 
@@ -41,8 +43,8 @@ class EnvironmentLogic:
 
     @staticmethod
     def detect() -> bool:
-        """True under deeprc-launch (its DEEPRC_* variables are set)."""
-        return env_vars.RANK in os.environ
+        """True under deeprc-launch (its record in the core's launcher table detects the rank's variables)."""
+        return DEEPRC.detect(os.environ)
 
     def world_size(self) -> int:
         """Number of ranks in the job."""
