@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from deeprc_core.adapter import EpochCursor, Source, resolve_source, warn_plan
 from deeprc_core.batch_settings import BatchOptions, BatchSettings
-from deeprc_core.prediction import Predictions, predict_all, prediction_batches
+from deeprc_core.prediction import Predictions, predict_all
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -69,8 +69,7 @@ class NumpyLoader:
     def predict(self, predict: Callable[[np.ndarray], Any], source: Source, root: int | None = 0) -> Predictions | None:
         """Every sample of ``source`` predicted once, gathered in global order on ``root`` (collective)."""
         table = resolve_source(source, "NumpyLoader.predict")
-        s = self.settings
-        batches = prediction_batches(table, self.features, self.target, 256, window=s.eval_window, dtype=s.dtype)
+        batches = self.settings.prediction_batches(table, self.features, self.target, 256)
         return predict_all(batches, predict, root=root)
 
 

@@ -169,3 +169,33 @@ class BatchSettings:
             stack_ahead=s.stack_ahead,
             what=what,
         )
+
+    def prediction_batches(
+        self,
+        table: GlobalTable,
+        features: str | Sequence[str],
+        target: str | Sequence[str] | None,
+        batch_size: int,
+        *,
+        window: Window | Sequence[int] | dict[str, Any] | None = None,
+        dropna_target: bool = False,
+        align: int | None = None,
+        what: str = "predict",
+    ) -> TableBatches:
+        """:func:`deeprc_core.prediction.prediction_batches` in these settings' dtype and ``eval_window`` (collective).
+
+        ``window`` overrides ``eval_window``; every sample is predicted unless ``dropna_target``.
+        """
+        from .prediction import prediction_batches
+
+        return prediction_batches(
+            table,
+            features,
+            target,
+            batch_size,
+            window=self.eval_window if window is None else window,
+            dropna_target=dropna_target,
+            dtype=self.dtype,
+            align=align,
+            what=what,
+        )

@@ -373,10 +373,9 @@ class DistributedData:
     validation_data: Any = None
     validation_steps: int | None = None
     validation: BatchStream | None = field(default=None)
-    #: what :func:`deeprc_tf.predict` needs to predict over this data: the source table, columns and settings
+    #: what :func:`deeprc_tf.predict` needs to predict over this data (the columns are ``train.batches``'):
+    #: the source table and the batch settings
     table: GlobalTable | None = None
-    features: str | Sequence[str] = ()
-    target: str | Sequence[str] | None = None
     settings: BatchSettings | None = None
 
     @property
@@ -523,8 +522,6 @@ def make_dataset(
         validation_steps=None if validation is None else validation.steps,
         validation=validation,
         table=source,
-        features=features,
-        target=target,
         settings=settings,
     )
 

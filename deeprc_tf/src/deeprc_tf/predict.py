@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 from deeprc_core.adapter import Source, resolve_source
-from deeprc_core.prediction import Predictions, predict_all, prediction_batches
+from deeprc_core.batch_settings import BatchSettings
+from deeprc_core.prediction import Predictions, predict_all
 from deeprc_core.views import TF_ALIGNMENT
 from deeprc_core.windows import Window
 
@@ -44,7 +45,6 @@ def predict(
     """
     import tensorflow as tf
 
-    dtype: Any = np.float32
     if isinstance(source, DistributedData):
         data = source
         if data.table is None or data.settings is None:
@@ -52,27 +52,26 @@ def predict(
                 "deeprc_tf.predict: this DistributedData does not hold its table; pass the table, features and "
                 "target instead (or build the data with deeprc_tf.make_dataset)"
             )
+        settings = data.settings
         table = data.table
-        features = data.features if features is None else features
-        target = data.target if target is None else target
-        window = data.settings.eval_window if window is None else window
+        features = data.train.batches.features if features is None else features
+        target = data.train.batches.target if target is None else target
         batch_size = data.per_worker_batch_size if batch_size is None else batch_size
-        dtype = data.settings.dtype
     else:
         if features is None:
             raise TypeError(
                 "deeprc_tf.predict: give features= (the model's input columns), or pass make_dataset's "
                 "DistributedData to predict over its table with its columns"
             )
+        settings = BatchSettings()  # float32, no window unless given
         table = resolve_source(source, "deeprc_tf.predict")
-    batches = prediction_batches(
+    batches = settings.prediction_batches(
         table,
         features,
         target,
         DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
         window=window,
         dropna_target=dropna_target,
-        dtype=dtype,
         align=TF_ALIGNMENT,
         what="deeprc_tf.predict",
     )

@@ -21,7 +21,6 @@ import torch
 from deeprc_core.adapter import check_resumable, warn_plan
 from deeprc_core.batch_settings import BatchOptions, BatchSettings
 from deeprc_core.plan import positive_int
-from deeprc_core.prediction import prediction_batches
 
 from deeprc_core import GlobalTable, TableBatches
 
@@ -161,14 +160,8 @@ class DataModuleLogic:
                 target = None  # prediction data may come without targets
         train = name == "train"
         if name == "predict":  # every row once: unshuffled, padded (equal steps on every rank), nothing dropped
-            batches = prediction_batches(
-                table,
-                self.features,
-                target,
-                self.eval_batch_size,
-                window=self.settings.eval_window,
-                dtype=self.settings.dtype,
-                what="DeepRCDataModule predict",
+            batches = self.settings.prediction_batches(
+                table, self.features, target, self.eval_batch_size, what="DeepRCDataModule predict"
             )
             return batches  # its padding is expected (GatherPredictions removes it): no warning
         batches = self.settings.table_batches(
