@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import pickle
 import socket
 import threading
@@ -13,6 +15,7 @@ import pytest
 from deeprc_core.comm import channel as ch
 from deeprc_core.comm import secret as sec
 from deeprc_core.comm.tcp import listen_address
+from deeprc_core.network import is_wildcard
 
 from deeprc_core import CommError, TCPCommunicator, Wiring, get_communicator, set_default_communicator
 from tests.support.ranks import free_port
@@ -213,3 +216,28 @@ def test_validate_everywhere_fails_every_rank_on_any_exception() -> None:
         t.join(30)
     assert isinstance(out[1][0], NotImplementedError)
     assert isinstance(out[0][0], RankFailedError) and "no kernel" in str(out[0][0]) and out[0][1] < 10
+
+
+@pytest.mark.parametrize("wildcard", ["0.0.0.0", "::", "[::]", ""])
+def test_a_wildcard_master_addr_is_refused_on_every_rank(
+    wildcard: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 28: ``MASTER_ADDR=0.0.0.0`` used to make rank 0 listen on every interface without a word."""
+    monkeypatch.delenv("DEEPRC_TCP_LISTEN_ALL", raising=False)
+    for rank in (0, 1):  # rank 1 fails at once too, instead of waiting for a rank 0 that never listens
+        t0 = time.monotonic()
+        with pytest.raises(
+            CommError, match=rf"rank {rank}: MASTER_ADDR=.* wildcard .*every interface.*DEEPRC_TCP_LISTEN_ALL=1"
+        ):
+            TCPCommunicator(rank, 2, wildcard, free_port(), timeout=5, secret=b"s" * 32)
+        assert time.monotonic() - t0 < 1
+    with pytest.raises(CommError, match="wildcard"):
+        listen_address(wildcard, 1234)
+    # the explicit opt-in: allowed, and said out loud (not bound here: tests listen on loopback only)
+    monkeypatch.setenv("DEEPRC_TCP_LISTEN_ALL", "1")
+    with caplog.at_level(logging.WARNING, logger="deeprc.comm.tcp"):
+        assert ipaddress.ip_address(
+            listen_address({"": "0.0.0.0", "[::]": "::"}.get(wildcard, wildcard), 1234)[1][0]
+        ).is_unspecified
+    assert "listens on every interface" in caplog.text
+    assert not is_wildcard("127.0.0.1") and not is_wildcard("node1") and is_wildcard("0.0.0.0")

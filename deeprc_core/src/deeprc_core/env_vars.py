@@ -23,6 +23,8 @@ DEEPRC_COMM_TIMEOUT       seconds any collective may wait before it fails (defau
 DEEPRC_RUN_ID             identifier of the launch (names log folders)
 DEEPRC_LOG_DIR            folder where the launcher keeps every rank's stdout/stderr
 DEEPRC_JOB_SECRET         per-job secret that authenticates the TCP ranks
+DEEPRC_TCP_LISTEN_ALL     1 lets a wildcard MASTER_ADDR (0.0.0.0, ::) make the TCP communicator's
+                          rank 0 listen on every interface (refused otherwise; logged as a warning)
 DEEPRC_MPI_ABORT_ON_ERROR 0 keeps mpi4py's default on an uncaught exception (the core
                           otherwise calls MPI_Abort so no rank waits for a dead one)
 DEEPRC_TF_PATCH_KERAS     0 skips deeprc-tf's guarded Keras 3 distribution fixes
@@ -53,6 +55,7 @@ COMM_TIMEOUT = "DEEPRC_COMM_TIMEOUT"
 RUN_ID = "DEEPRC_RUN_ID"
 LOG_DIR = "DEEPRC_LOG_DIR"
 JOB_SECRET = "DEEPRC_JOB_SECRET"
+TCP_LISTEN_ALL = "DEEPRC_TCP_LISTEN_ALL"
 MPI_ABORT_ON_ERROR = "DEEPRC_MPI_ABORT_ON_ERROR"
 TF_PATCH_KERAS = "DEEPRC_TF_PATCH_KERAS"
 HOME = "DEEPRC_HOME"
@@ -76,6 +79,7 @@ ALL = (
     RUN_ID,
     LOG_DIR,
     JOB_SECRET,
+    TCP_LISTEN_ALL,
     MPI_ABORT_ON_ERROR,
     TF_PATCH_KERAS,
     HOME,

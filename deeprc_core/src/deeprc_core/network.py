@@ -36,6 +36,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_wildcard(host: str) -> bool:
+    """True for an address that means "every interface" (``0.0.0.0``, ``::``, ``*``, empty), never a host."""
+    h = host.strip().strip("[]")
+    if h in ("", "*"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_unspecified
+    except ValueError:
+        return False
+
+
 def resolve_ipv4(host: str) -> str | None:
     """``host``'s first IPv4 address, or None when it does not resolve."""
     try:
@@ -117,7 +128,8 @@ def apply_socket_ifname(
     interface chosen (None when nothing was set).
     """
     env = os.environ if environ is None else environ
-    if num_nodes <= 1 or not master_addr or all(env.get(v) for v in IFNAME_VARS):
+    # A wildcard MASTER_ADDR names no host, so no route (it would pick loopback): leave it to the user.
+    if num_nodes <= 1 or not master_addr or is_wildcard(master_addr) or all(env.get(v) for v in IFNAME_VARS):
         return None
     ifname = interface_to(master_addr)
     if ifname is None:

@@ -6,13 +6,16 @@ launcher's bootstrap) still get every collective. Rank 0 relays all traffic: fin
 control messages and moderate exchanges, not a replacement for MPI at scale.
 
 Rank 0 listens only on the address the wiring names for it (loopback for a job on one
-host), and every connection proves it knows the job's secret (:mod:`.secret`) before
+host); a wildcard MASTER_ADDR (``0.0.0.0``, ``::``), which would listen on every interface,
+is refused unless DEEPRC_TCP_LISTEN_ALL=1 opts in (with a warning). Every connection proves it knows the job's secret (:mod:`.secret`) before
 rank 0 reads more than a fixed-size greeting from it (:mod:`.channel`); a stranger's
-connection is logged and dropped while the job goes on. Every later frame carries a MAC
-that is checked before its payload is unpickled.
+connection is logged and dropped while the job goes on; when strangers exhaust rank 0's file
+descriptors, it drops the oldest unauthenticated connection (or backs off) and keeps serving.
+Every later frame carries a MAC that is checked before its payload is unpickled.
 
 A peer that dies closes its socket; rank 0 notices, tells every other rank which rank
-was lost, and every rank raises :class:`CommError` — no rank waits forever.
+was lost (or whose connection carried a frame that failed its MAC), and every rank raises
+:class:`CommError` — no rank waits forever.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import os
 import pickle
 import selectors
 import socket
@@ -28,7 +32,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import env_vars
 from ..errors import CommError, CommTimeoutError
+from ..network import is_wildcard
 from . import channel as ch
 from .base import BaseCommunicator, default_timeout, pickled
 from .secret import job_secret
@@ -40,6 +46,10 @@ _FAIL = "__deeprc_fail__"
 _GRACE = 2.0
 #: Seconds a new connection has to complete its greeting before rank 0 drops it.
 HANDSHAKE_TIMEOUT = 10.0
+#: accept() errors that mean "out of descriptors or kernel memory": back off, never die.
+_STARVED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: Seconds rank 0 waits before accepting again when it is out of descriptors and has none to free.
+_STARVED_PAUSE = 0.05
 
 
 def is_loopback(host: str) -> bool:
@@ -52,15 +62,48 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_not_wildcard(host: str, rank: int) -> None:
+    """Refuse a wildcard MASTER_ADDR (``0.0.0.0``, ``::``) unless DEEPRC_TCP_LISTEN_ALL=1.
+
+    Rank 0 would listen on every interface of its host, and other hosts could not reach it
+    at that address anyway. With the opt-in it is allowed, with a warning.
+    """
+    if not is_wildcard(host):
+        return
+    if os.environ.get(env_vars.TCP_LISTEN_ALL, "").strip() == "1":
+        logger.warning(
+            "rank %d: MASTER_ADDR=%r is a wildcard: rank 0 listens on every interface of its host (%s=1)",
+            rank,
+            host,
+            env_vars.TCP_LISTEN_ALL,
+        )
+        return
+    raise CommError(
+        f"rank {rank}: MASTER_ADDR={host!r} is a wildcard address: rank 0 would listen on every interface of its "
+        "host, and other hosts cannot reach it there. Set MASTER_ADDR (or DEEPRC_MASTER_ADDR) to rank 0's host "
+        f"name or address (127.0.0.1 for a job on one host), or set {env_vars.TCP_LISTEN_ALL}=1 to listen on "
+        "every interface anyway"
+    )
+
+
 def listen_address(host: str, port: int) -> tuple[socket.AddressFamily, Any]:
-    """The (family, sockaddr) rank 0 binds: ``host`` resolved, IPv4 first; never all interfaces."""
+    """The (family, sockaddr) rank 0 binds: ``host`` resolved, IPv4 first; never all interfaces
+    unless DEEPRC_TCP_LISTEN_ALL=1 (:func:`check_not_wildcard`)."""
+    check_not_wildcard(host, 0)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise CommError(f"rank 0 cannot resolve its own address {host!r} (MASTER_ADDR) ({exc})") from None
     infos.sort(key=lambda info: info[0] != socket.AF_INET)
     family, _, _, _, sockaddr = infos[0]
+    if sockaddr[0] != host:
+        check_not_wildcard(sockaddr[0], 0)  # a name that resolves to a wildcard
     return family, sockaddr
+
+
+def _is_fail(msg: Any) -> bool:
+    """Whether ``msg`` is a failure notice ``(_FAIL, kind, message)`` rather than a collective's data."""
+    return isinstance(msg, tuple) and len(msg) == 3 and msg[0] == _FAIL
 
 
 @dataclass
@@ -103,7 +146,10 @@ class TCPCommunicator(BaseCommunicator):
         self._broken: str | None = None
         #: connections rank 0 dropped because they failed the handshake
         self.rejected = 0
+        #: times rank 0's accept() found its file descriptors (or kernel buffers) exhausted
+        self.fd_exhausted = 0
         if self._size > 1:
+            check_not_wildcard(host, self._rank)  # on every rank: all fail at once, none waits for rank 0
             local = is_loopback(host) if single_host is None else single_host
             key = job_secret(local, int(port)) if secret is None else secret
             self._connect(host, int(port), key)
@@ -172,7 +218,7 @@ class TCPCommunicator(BaseCommunicator):
                 wake = min([deadline, *(g.deadline for g in greeting.values())])
                 for key, _ in sel.select(timeout=max(0.01, min(wake - now, 1.0))):
                     if key.data is None:
-                        self._greet(srv, sel, greeting)
+                        self._greet(srv, sel, greeting, drop)
                     elif key.fileobj in greeting:
                         conn = key.data
                         joined = self._read_greeting(conn, greeting[conn], secret, drop)
@@ -187,10 +233,27 @@ class TCPCommunicator(BaseCommunicator):
             srv.close()  # every rank is in (or we failed): later connections are refused
             self._server = None
 
-    def _greet(self, srv: socket.socket, sel: selectors.BaseSelector, greeting: dict[socket.socket, _Greeting]) -> None:
+    def _greet(
+        self, srv: socket.socket, sel: selectors.BaseSelector, greeting: dict[socket.socket, _Greeting], drop: Any
+    ) -> None:
         try:
             conn, addr = srv.accept()
         except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if exc.errno not in _STARVED:  # e.g. ECONNABORTED: that connection is gone, the next one may be fine
+                logger.warning("rank 0: accept() failed (%s); still waiting for the ranks", exc)
+                return
+            # Out of descriptors: strangers holding silent connections must not kill the job. The oldest
+            # unauthenticated connection goes (a real rank greets within milliseconds), else back off.
+            self.fd_exhausted += 1
+            if self.fd_exhausted == 1:
+                logger.warning("rank 0: out of file descriptors (%s); dropping unauthenticated connections", exc)
+            if greeting:
+                oldest = min(greeting, key=lambda c: greeting[c].deadline)
+                drop(oldest, f"dropped to free a descriptor ({exc.strerror})")
+            else:
+                time.sleep(_STARVED_PAUSE)
             return
         nonce, msg = ch.challenge()
         try:
@@ -308,12 +371,22 @@ class TCPCommunicator(BaseCommunicator):
             raise CommTimeoutError(
                 f"rank {self._rank}: collective #{self._seq} got no answer from rank 0 within {self.timeout:g}s"
             ) from None
-        except (ConnectionError, OSError, EOFError, ch.AuthError) as exc:
+        except ch.AuthError as exc:
+            # Forged or corrupted traffic toward this rank: say so to rank 0 (our sending direction is
+            # intact), which tells the others, instead of leaving them a bare "rank N exited".
+            msg = f"rank {self._rank}: a frame from rank 0 failed its MAC check during collective #{self._seq} ({exc})"
+            try:
+                self._root.settimeout(1.0)
+                self._root.send(pickled((_FAIL, "error", msg)))
+            except OSError:
+                pass
+            raise CommError(msg) from None
+        except (ConnectionError, OSError, EOFError) as exc:
             verdict = self._pending_verdict()
             if verdict is None:
                 raise CommError(f"rank {self._rank}: lost rank 0 during collective #{self._seq} ({exc})") from None
             reply = verdict
-        if isinstance(reply, tuple) and len(reply) == 3 and reply[0] == _FAIL:
+        if _is_fail(reply):
             kind = CommTimeoutError if reply[1] == "timeout" else CommError
             raise kind(f"rank {self._rank}: {reply[2]}")
         return reply
@@ -326,7 +399,7 @@ class TCPCommunicator(BaseCommunicator):
             reply = pickle.loads(self._root.recv())
         except (OSError, EOFError, pickle.UnpicklingError, ch.AuthError):
             return None
-        return reply if isinstance(reply, tuple) and len(reply) == 3 and reply[0] == _FAIL else None
+        return reply if _is_fail(reply) else None
 
     def _exchange_root(self, contribution: Any, route: Any) -> Any:
         contributions: list[Any] = [contribution] + [None] * (self._size - 1)
@@ -348,13 +421,24 @@ class TCPCommunicator(BaseCommunicator):
                     chan = self._peers[peer]
                     try:
                         chan.settimeout(max(deadline - time.monotonic(), 0.01))
-                        seq, value = pickle.loads(chan.recv())
+                        got = pickle.loads(chan.recv())
                     except TimeoutError:
                         continue  # a partial message: the deadline check above decides
-                    except (ConnectionError, OSError, EOFError, pickle.UnpicklingError, ch.AuthError) as exc:
+                    except ch.AuthError as exc:
+                        msg = (
+                            f"a frame on rank {peer}'s connection failed its MAC check during collective "
+                            f"#{self._seq} ({exc}): forged or corrupted traffic, nothing of it was unpickled"
+                        )
+                        self._fail_all(msg, "error")
+                        raise CommError(f"rank 0: {msg}") from None
+                    except (ConnectionError, OSError, EOFError, pickle.UnpicklingError) as exc:
                         msg = f"rank {peer} failed or exited during collective #{self._seq}"
                         self._fail_all(msg, "error")
                         raise CommError(f"rank 0: {msg} ({exc})") from None
+                    if _is_fail(got):  # the rank's own report of why it cannot go on
+                        self._fail_all(got[2], "error")
+                        raise CommError(f"rank 0: {got[2]}")
+                    seq, value = got
                     if seq != self._seq:
                         msg = (
                             f"rank {peer} is at collective #{seq}, rank 0 at #{self._seq}: "
