@@ -115,6 +115,48 @@ def rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     "`tests/faults/test_interrupted_ops.py`",
                 )
             )
+    out += _launch_hardening_rows(d)
+    return out
+
+
+def _launch_hardening_rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Issue 28's launcher probes (tests/faults/test_launch_hardening.py)."""
+    out = []
+    test = "`tests/faults/test_launch_hardening.py`"
+    if h := d.get("h_service_hostile_lines"):
+        out.append(
+            (
+                "(h) hostile lines to the pilot service: `[` x 100,000, `gpus_per_rank: Infinity`, `ranks:` 1 followed "
+                "by 4,000 zeros, `timeout: 1e999`, `ranks: 10000000`",
+                f"each line answered with an error naming it, in {_g(max(h['reply_s']) * 1000)} ms at most (nesting is "
+                "counted before parsing and the count stops at depth 9; numbers are bounded while parsing)",
+                "nothing: the next request (`status`) is answered",
+                test,
+            )
+        )
+    if h := d.get("h_planted_secret"):
+        out.append(
+            (
+                "(h) a job secret planted in the run folder before rank 0 writes its own (0600, a known value); a "
+                "group-writable, other-readable or foreign-owned secret read by rank 1; a planted `job-env.json`",
+                f"the rank refuses the file, naming it (exit {h['exit_code']} after {_g(h['detection_s'])} s, the "
+                "bootstrap's start included): rank 0 creates the secret exclusively, every reader applies the "
+                "`tcp.key` owner and mode check",
+                "nothing: the command never starts with a planted secret or environment",
+                test,
+            )
+        )
+        out.append(
+            (
+                "(h) `--env WANDB_API_KEY=...` on the bootstrap's command line (visible in `ps`); run folders 0755, "
+                "rank logs 0644",
+                "not applicable: `--env` values travel in `<log dir>/job-env.json` (0600, created exclusively, owner "
+                "and mode checked), never in argv; run and rendezvous folders are 0700, rank logs, exit and address "
+                "records 0600",
+                "nothing visible to other users",
+                test,
+            )
+        )
     return out
 
 

@@ -20,8 +20,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def run_cli(
-    args: list[str], timeout: float = 300, env: dict[str, str] | None = None
+    args: list[str], timeout: float = 300, env: dict[str, str] | None = None, cwd: Path = REPO
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``deeprc-launch args`` and capture its output."""
+    """Run ``deeprc-launch args`` in ``cwd`` and capture its output."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=full_env)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=full_env)

@@ -9,6 +9,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,6 +43,39 @@ def test_cli_wiring_matches_detect_wiring(pilot_service: Path, tmp_path: Path) -
         assert (o["rank"], o["world"], o["local_rank"], o["local_world"], o["node_rank"]) == (r, 2, r, 2, 0)
         assert o["source"] == "deeprc" and o["master_addr"] == "127.0.0.1"
         assert o["master_port"] == outs[0]["master_port"] and o["env"]["MASTER_PORT"] == str(o["master_port"])
+
+
+def _seen(outs: list[str]) -> list[dict[str, str]]:
+    """What each rank of read_relative.py saw, by rank (its RANK is dropped: both launchers set it)."""
+    recs = sorted((json.loads(line) for out in outs for line in out.splitlines() if line.startswith("{")), key=str)
+    return [{k: v for k, v in r.items() if k != "rank"} for r in sorted(recs, key=lambda r: r["rank"])]
+
+
+def test_relative_paths_as_under_torchrun(pilot_service: Path, tmp_path: Path) -> None:
+    """Ranks start in the caller's folder (a relative data path works) with sys.path as under torchrun."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "data.txt").write_text("rows from the caller's folder\n")
+    script = str(SCRIPTS / "read_relative.py")
+    torchrun = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=work,
+    )
+    assert torchrun.returncode == 0, torchrun.stderr[-3000:]
+    expected = _seen([torchrun.stdout])
+    assert len(expected) == 2 and expected[0]["cwd"] == str(work) and expected[0]["data"].startswith("rows")
+    logs = tmp_path / "logs"
+    proc = run_cli(["--ranks", "2", "--log-dir", str(logs), script], cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _seen([(logs / f"rank-{r}.out").read_text() for r in range(2)]) == expected
+    # --chdir: started elsewhere (the repo), the ranks still start in work/.
+    logs2 = tmp_path / "logs2"
+    proc = run_cli(["--ranks", "2", "--chdir", str(work), "--log-dir", str(logs2), script], cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _seen([(logs2 / f"rank-{r}.out").read_text() for r in range(2)]) == expected
 
 
 def test_cli_lightning_ddp(pilot_service: Path) -> None:

@@ -9,10 +9,13 @@ RADICAL-Pilot starts this once per rank (through mpirun/mpiexec/srun/flux). It
    system): every rank picks a free port on its host and publishes ``rank-<r>.json``
    (host, port, its CUDA devices); rank 0's port is the torch MASTER_PORT, all of them make
    TF_CONFIG; every rank waits for all the others with a timeout,
-   Rank 0 also writes the job's secret (``secret``, 0600) there before it publishes, and
-   every rank passes it to the command as DEEPRC_JOB_SECRET: the TCP communicator's ranks
-   authenticate with it, and it never appears on a command line,
-4. sets DEEPRC_* and the conventional variables, and runs the user's command with its
+   Rank 0 also creates the job's secret (``secret``, 0600, exclusively) there before it publishes,
+   and every rank passes it to the command as DEEPRC_JOB_SECRET after checking the file's owner
+   and mode (:mod:`deeprc_launch.runfiles`): the TCP communicator's ranks authenticate with it,
+   and it never appears on a command line (nor do ``--env`` values: they come in ``--env-file``),
+4. sets DEEPRC_* and the conventional variables, and runs the user's command in the caller's
+   folder (``--chdir``; every rank checks it exists on its host, and if one lacks it every rank
+   fails with a message naming that rank and host) with its
    stdout/stderr going to ``<run dir>/rank-<r>.out|.err``; it forwards signals to the command's
    process group, kills what is left of it at the end, and records ``rank-<r>.exit``. While the
    command runs it touches ``rank-<r>.alive`` every :data:`HEARTBEAT_S` seconds, so a client can
@@ -28,7 +31,6 @@ import contextlib
 import ctypes
 import json
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -36,6 +38,8 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from .runfiles import private_dir, read_job_env, read_job_secret, write_job_secret
 
 #: Exit code of a rank whose bootstrap failed before the user's command started.
 BOOTSTRAP_FAILED = 97
@@ -58,6 +62,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--comm-timeout", type=float, default=None)
     p.add_argument("--host", default=None, help="address every rank publishes (a local pilot uses 127.0.0.1)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--env-file", default=None, help="0600 JSON file with the job's --env values (not on argv)")
+    p.add_argument("--chdir", default=None, help="folder the command starts in (the caller's, as under torchrun)")
     ns = p.parse_args(argv[:split])
     ns.command = argv[split + 1 :]
     if not ns.command:
@@ -115,18 +121,15 @@ def publish(rdv: Path, rank: int, record: dict[str, object]) -> None:
     os.replace(tmp, rdv / f"rank-{rank}.json")
 
 
-def write_job_secret(rdv: Path) -> None:
-    """Rank 0: a fresh secret for this job, readable by this user only (kept if it already exists)."""
-    path = rdv / "secret"
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-
-
-def read_job_secret(rdv: Path) -> str:
-    """The job's secret rank 0 wrote (it writes it before it publishes its address)."""
-    return (rdv / "secret").read_text().strip()
+def folder_problem(folder: str | None) -> str | None:
+    """Why the command cannot start in ``folder`` on this host (None when it can)."""
+    if folder is None or os.path.isdir(folder):
+        return None
+    return (
+        f"the working folder {folder} does not exist on host {socket.gethostname()}. Ranks start in the folder "
+        "deeprc-launch was started from (as under torchrun); on a cluster that folder must be on a file system "
+        "the compute nodes share, or pass --chdir DIR with a folder that exists there"
+    )
 
 
 def gather(rdv: Path, world: int, timeout: float) -> list[dict[str, object]]:
@@ -196,17 +199,26 @@ def run(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     rank, world = rank_and_world(environ)
     run_dir = Path(ns.run_dir)
     rdv = run_dir / "rendezvous" / (ns.run_id or "run")  # per launch: a reused folder never mixes runs
-    rdv.mkdir(parents=True, exist_ok=True)
-    out = (run_dir / f"rank-{rank}.out").open("ab", buffering=0)
-    err = (run_dir / f"rank-{rank}.err").open("ab", buffering=0)
+    umask = os.umask(0o077)  # logs, records and folders of the run: this user's alone (the command gets `umask`)
+    private_dir(rdv)
+    out = _private_log(run_dir / f"rank-{rank}.out")
+    err = _private_log(run_dir / f"rank-{rank}.err")
     try:
+        user_env = dict(kv.split("=", 1) for kv in ns.env if "=" in kv)
+        if ns.env_file:
+            user_env.update(read_job_env(Path(ns.env_file)))
         guess = derive_hosts(environ, world, read_launch_files(environ))
         host = ns.host or (guess[rank] if guess else socket.gethostname())
         port = free_port(ns.host or "")
         if rank == 0:
             write_job_secret(rdv)
-        publish(rdv, rank, {"host": host, "port": port, "cuda": environ.get("CUDA_VISIBLE_DEVICES")})
+        record = {"host": host, "port": port, "cuda": environ.get("CUDA_VISIBLE_DEVICES")}
+        publish(rdv, rank, {**record, "folder_problem": folder_problem(ns.chdir)})
         records = gather(rdv, world, ns.rendezvous_timeout)
+        # Every rank fails when one cannot start in the folder: none runs elsewhere, none waits on it.
+        bad = [(r, rec["folder_problem"]) for r, rec in enumerate(records) if rec.get("folder_problem")]
+        if bad:
+            raise RuntimeError(f"rank {bad[0][0]} cannot start the command: {bad[0][1]}")
         job_secret = read_job_secret(rdv)
     except Exception as exc:  # noqa: BLE001 - reported in the rank's stderr, then the rank fails
         err.write(f"deeprc-launch bootstrap (rank {rank}): {exc}\n".encode())
@@ -214,7 +226,6 @@ def run(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return BOOTSTRAP_FAILED
     hosts = [str(r["host"]) for r in records]
     layout = resolve_layout(launcher_info(environ), hosts, rank)
-    user_env = dict(kv.split("=", 1) for kv in ns.env if "=" in kv)
     devices = None
     if "CUDA_VISIBLE_DEVICES" not in user_env:
         per_rank = [r.get("cuda") for r in records]
@@ -239,7 +250,13 @@ def run(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     )
     env.update(user_env)
     env.setdefault("PYTHONUNBUFFERED", "1")  # rank 0's output streams live to the terminal
-    return _run_child(ns.command, env, out, err, run_dir, rank)
+    return _run_child(ns.command, env, out, err, run_dir, rank, cwd=ns.chdir, umask=umask)
+
+
+def _private_log(path: Path):  # noqa: ANN202 - a raw binary file
+    """Open a rank's log for appending, created 0600 (it may hold secrets the script prints)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    return os.fdopen(fd, "ab", buffering=0)
 
 
 def _write_exit(run_dir: Path, rank: int, code: int) -> None:
@@ -249,9 +266,22 @@ def _write_exit(run_dir: Path, rank: int, code: int) -> None:
         )
 
 
-def _run_child(command: list[str], env: dict[str, str], out, err, run_dir: Path, rank: int) -> int:  # noqa: ANN001
+def _run_child(  # noqa: PLR0913
+    command: list[str],
+    env: dict[str, str],
+    out,  # noqa: ANN001
+    err,  # noqa: ANN001
+    run_dir: Path,
+    rank: int,
+    cwd: str | None = None,
+    umask: int = 0o022,
+) -> int:
+    def setup() -> None:
+        os.umask(umask)  # the command creates its files as it would under torchrun
+        _child_setup()
+
     try:
-        child = subprocess.Popen(command, env=env, stdout=out, stderr=err, preexec_fn=_child_setup)  # noqa: PLW1509
+        child = subprocess.Popen(command, env=env, stdout=out, stderr=err, cwd=cwd, preexec_fn=setup)  # noqa: PLW1509
     except OSError as exc:
         err.write(f"deeprc-launch bootstrap (rank {rank}): cannot start {command[0]!r}: {exc}\n".encode())
         _write_exit(run_dir, rank, 127)

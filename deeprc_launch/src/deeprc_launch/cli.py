@@ -36,7 +36,9 @@ from .descriptions import (
     task_description,
 )
 from .output import follow, prepare_run_dir
+from .preflight import PreflightError, preflight
 from .resources import LOCAL_RESOURCE, add_resource_options, install_resource_config
+from .runfiles import write_job_env
 from .wiring_derivation import BACKENDS, FRAMEWORKS
 
 
@@ -70,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-dir", default=None, help="folder for every rank's stdout/stderr (default ~/.deeprc/runs/<id>)"
     )
     b.add_argument("--python", default=None, help="interpreter on the resource (default: this one)")
+    b.add_argument(
+        "--chdir",
+        default=None,
+        metavar="DIR",
+        help="folder every rank starts in (default: the current one, as under torchrun; shared on a cluster)",
+    )
     b.add_argument("--no-service", action="store_true", help="start an own pilot even if a service is up")
     b.add_argument("-m", dest="module", default=None, help="run a module (python -m MODULE)")
     p.add_argument("target", nargs="?", help="script.py, or an executable")
@@ -135,6 +143,7 @@ def job_from_args(ns: argparse.Namespace) -> tuple[JobSpec, PilotSpec]:
         run_dir=os.path.abspath(ns.log_dir) if ns.log_dir else default_run_dir(run_id),
         python=python,
         name=os.path.basename(ns.target),
+        cwd=os.path.abspath(ns.chdir) if ns.chdir else os.getcwd(),
     )
     pilot = PilotSpec(
         resource=ns.resource or LOCAL_RESOURCE,
@@ -189,6 +198,7 @@ def run_own_pilot(job: JobSpec, pilot: PilotSpec, ns: argparse.Namespace, rep: R
             return EXIT_PILOT_FAILED
         sess.on_task_state(on_state)
         prepare_run_dir(job.run_dir)
+        write_job_env(job.run_dir, job.run_id, job.env)
         task = sess.submit([task_description(job, pilot.resource)])[0]
 
         def get_state() -> tuple[str, int | None, str]:
@@ -234,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if ns.dry_run:
         return dry_run(job, pilot)
+    try:
+        preflight(job, pilot, module=bool(ns.module))
+    except PreflightError as exc:  # before any pilot or service: the run-time exit code, in milliseconds
+        print(f"deeprc-launch: {exc}", file=sys.stderr)
+        return exc.code
     if not ns.no_service and ns.resource is None:
         from .service import ServiceClient
 

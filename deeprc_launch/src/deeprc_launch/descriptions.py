@@ -20,6 +20,7 @@ from typing import Any
 from deeprc_core import env_vars as ev
 
 from .resources import LOCAL_MPI_ENV, LOCAL_RESOURCE, is_local, local_cores, local_gpus, resource_info
+from .runfiles import env_file
 from .wiring_derivation import layout_from_hosts, node_visible_devices
 
 
@@ -73,6 +74,8 @@ class JobSpec:
     python: str = field(default_factory=lambda: sys.executable)
     name: str | None = None
     rendezvous_timeout: float = 120.0
+    #: folder every rank starts in: the caller's, as under torchrun (``--chdir`` overrides)
+    cwd: str = field(default_factory=os.getcwd)
 
 
 def resolve_ranks(ranks: int | None, nodes: int | None, ranks_per_node: int | None) -> int:
@@ -132,9 +135,12 @@ def bootstrap_arguments(job: JobSpec) -> list[str]:
     args = ["-m", "deeprc_launch.bootstrap", "--run-dir", job.run_dir, "--run-id", job.run_id]
     args += ["--backend", job.backend, "--framework", job.framework, "--gpus-per-rank", f"{job.gpus_per_rank:g}"]
     args += ["--rendezvous-timeout", f"{job.rendezvous_timeout:g}"]
-    for key, value in job.env.items():
-        # Passed as arguments (RP shell-quotes them), not td.environment (written unquoted).
-        args += ["--env", f"{key}={value}"]
+    if job.cwd:
+        args += ["--chdir", job.cwd]
+    if job.env:
+        # Never on a command line (`ps` shows it to every user): a 0600 file the client writes
+        # (runfiles.write_job_env) before it submits the task.
+        args += ["--env-file", str(env_file(job.run_dir))]
     return [*args, "--", *job.command]
 
 

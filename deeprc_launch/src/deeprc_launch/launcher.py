@@ -31,6 +31,7 @@ from .descriptions import (
 )
 from .output import RunResult, collect
 from .resources import LOCAL_RESOURCE
+from .runfiles import private_dir, write_job_env
 from .session import FINAL_STATES, PilotSession, Progress
 
 
@@ -193,15 +194,18 @@ class Launcher:
         timeout: float | None = None,
         name: str | None = None,
         module: bool = False,
+        cwd: str | None = None,
     ) -> TaskHandle:
         """Submit a script (``.py``), module (``module=True``), executable or picklable callable.
+
+        Every rank starts in ``cwd`` (default: this process's current folder, as under torchrun).
 
         The task starts once every handle in ``after`` finished successfully. A callable runs on
         every rank as ``fn(*args)``; rank 0's return value is ``handle.result()``.
         """
         run_id = new_run_id(name or "task")
         run_dir = default_run_dir(run_id)
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        private_dir(Path(run_dir))
         env = dict(env or {})
         is_callable = callable(target)
         if is_callable:
@@ -226,7 +230,9 @@ class Launcher:
             run_dir=run_dir,
             python=self.python,
             name=name,
+            cwd=os.path.abspath(cwd) if cwd else os.getcwd(),
         )
+        write_job_env(run_dir, run_id, env)
         handle = TaskHandle(self, job, after, is_callable)
         with self._lock:
             self._handles.append(handle)

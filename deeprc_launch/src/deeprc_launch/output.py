@@ -80,8 +80,9 @@ def prepare_run_dir(run_dir: str) -> None:
     """Create the run folder and remove what an earlier run left there (a reused ``--log-dir``)."""
     import shutil
 
-    path = Path(run_dir)
-    path.mkdir(parents=True, exist_ok=True)
+    from .runfiles import private_dir
+
+    path = private_dir(Path(run_dir))  # 0700: the ranks' logs and the job's files are this user's alone
     for old in path.glob("rank-*"):
         with contextlib.suppress(OSError):
             old.unlink()

@@ -33,7 +33,9 @@ from typing import Any
 
 from .descriptions import JobSpec, PilotSpec, task_description
 from .output import Tailer, follow, prepare_run_dir
+from .preflight import PreflightError, check_fits
 from .resources import LOCAL_RESOURCE, deeprc_home, install_resource_config, is_local
+from .runfiles import write_job_env
 from .service_guard import lock_held, lock_path, process_start_time, remove_stale, signal_service, take_lock
 from .service_protocol import BadRequest, LineReader, job_from_request, parse_request
 
@@ -271,6 +273,8 @@ class PilotService:
             req = parse_request(line)
         except BadRequest as exc:
             return {"ok": False, "error": str(exc)}, None
+        except Exception as exc:  # noqa: BLE001 - no line goes unanswered, whatever the parser met
+            return {"ok": False, "error": f"request could not be read: {type(exc).__name__}: {exc}"[:500]}, None
         try:
             return self.dispatch(req, mine), req["op"]
         except BadRequest as exc:
@@ -308,7 +312,11 @@ class PilotService:
             }
         if op == "submit":
             job = job_from_request(req["job"])
-            Path(job.run_dir).mkdir(parents=True, exist_ok=True)
+            try:
+                check_fits(job, self.pilot_spec)  # a job that can never be placed would wait forever
+            except PreflightError as exc:
+                raise BadRequest(f"submit: {exc}") from None
+            write_job_env(job.run_dir, job.run_id, job.env)  # creates the run folder 0700
             task = self.session.submit([task_description(job, self.pilot_spec.resource)])[0]
             with self._lock:
                 self.tasks[task.uid], self.jobs[task.uid] = task, job

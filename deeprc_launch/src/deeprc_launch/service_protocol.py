@@ -1,14 +1,17 @@
 """The pilot service's wire protocol, checked: one JSON object per line, at most :data:`MAX_LINE` bytes.
 
-Every malformed request (not UTF-8, not JSON, not an object, an unknown op, a missing or
-mistyped field) is a :class:`BadRequest` whose message names the problem; the service
-answers it with ``{"ok": false, "error": ...}`` and keeps serving.
+Every malformed request (not UTF-8, not JSON, nested deeper than :data:`MAX_DEPTH`, a number
+that is not finite or longer than :data:`MAX_INT_DIGITS` digits, not an object, an unknown op, a
+missing or mistyped field, a count or time out of bounds) is a :class:`BadRequest` whose message
+names the problem; the service answers it with ``{"ok": false, "error": ...}`` and keeps serving.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import socket
 from typing import Any
 
@@ -16,6 +19,16 @@ from .descriptions import JobSpec
 
 #: Longest request line the service reads (a JobSpec with a large environment fits easily).
 MAX_LINE = 1 << 20
+
+#: Deepest nesting of arrays/objects a request may have (a JobSpec needs 3); checked before parsing,
+#: so a line of 100,000 ``[`` never reaches the recursive parser.
+MAX_DEPTH = 8
+#: Most digits an integer may have (``ranks`` of 1 followed by 4,000 zeros is refused, not parsed).
+MAX_INT_DIGITS = 12
+#: Upper bounds of a job's counts and times: beyond them a request is a mistake or an attack.
+MAX_RANKS = 1 << 20
+MAX_GPUS_PER_RANK = 1024.0
+MAX_SECONDS = 366 * 86400.0
 
 #: Operations and the fields each needs besides ``op``.
 OPS: dict[str, tuple[str, ...]] = {"status": (), "submit": ("job",), "state": ("uid",), "cancel": ("uid",), "down": ()}
@@ -55,9 +68,13 @@ def parse_request(line: bytes) -> dict[str, Any]:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"request is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if too_deep(text):
+        raise BadRequest(f"request is nested more than {MAX_DEPTH} levels deep")
     try:
-        req = json.loads(text)
-    except ValueError as exc:
+        req = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int, parse_float=_finite_float)
+    except BadRequest:
+        raise
+    except (ValueError, RecursionError) as exc:
         raise BadRequest(f"request is not JSON ({exc})") from None
     if not isinstance(req, dict):
         raise BadRequest(f"request must be a JSON object with an 'op', not {type(req).__name__}")
@@ -72,6 +89,46 @@ def parse_request(line: bytes) -> dict[str, Any]:
     return req
 
 
+def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Whether a JSON text nests ``[``/``{`` deeper than ``limit`` (brackets inside strings do not count).
+
+    Stops at the first bracket past the limit, so a megabyte of ``[`` costs microseconds.
+    """
+    depth = 0
+    in_string = False
+    # Only brackets, quotes and escape pairs matter; a regex finds them without a Python step per byte.
+    for m in re.finditer(r'\\.|[\[\]{}"]', text, re.DOTALL):
+        tok = m.group()
+        if tok == '"':
+            in_string = not in_string
+        elif in_string or len(tok) > 1:
+            continue  # a bracket inside a string, or an escape pair such as \" or \\
+        elif tok in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def _no_constant(name: str) -> Any:
+    raise BadRequest(f"request holds {name}; numbers must be finite")
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise BadRequest(f"request holds an integer of {len(digits.lstrip('-'))} digits; at most {MAX_INT_DIGITS}")
+    return int(digits)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest(f"request holds {text}, which is not a finite number")
+    return value
+
+
 def _is_str_list(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
@@ -81,27 +138,35 @@ def _is_number(v: Any) -> bool:
 
 
 def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_RANKS
+
+
+def _is_seconds(v: Any) -> bool:
+    return _is_number(v) and 0 < v <= MAX_SECONDS
 
 
 _CHECKS: dict[str, tuple[Any, str]] = {
     "command": (lambda v: _is_str_list(v) and len(v) > 0, "a non-empty list of strings"),
-    "ranks": (_is_count, "a positive integer"),
-    "ranks_per_node": (lambda v: v is None or _is_count(v), "a positive integer or null"),
-    "cores_per_rank": (_is_count, "a positive integer"),
-    "gpus_per_rank": (lambda v: _is_number(v) and v >= 0, "a non-negative number"),
+    "ranks": (_is_count, f"a positive integer up to {MAX_RANKS}"),
+    "ranks_per_node": (lambda v: v is None or _is_count(v), f"a positive integer up to {MAX_RANKS} or null"),
+    "cores_per_rank": (_is_count, f"a positive integer up to {MAX_RANKS}"),
+    "gpus_per_rank": (
+        lambda v: _is_number(v) and 0 <= v <= MAX_GPUS_PER_RANK,
+        f"a number from 0 to {MAX_GPUS_PER_RANK:g}",
+    ),
     "backend": (lambda v: isinstance(v, str), "a string"),
     "framework": (lambda v: isinstance(v, str), "a string"),
     "env": (
         lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()),
         "an object of strings",
     ),
-    "timeout": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number or null"),
+    "timeout": (lambda v: v is None or _is_seconds(v), f"a positive number up to {MAX_SECONDS:g} or null"),
     "run_id": (lambda v: isinstance(v, str) and v != "" and "/" not in v, "a non-empty string without '/'"),
     "run_dir": (lambda v: isinstance(v, str) and v.startswith("/"), "an absolute path"),
     "python": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
     "name": (lambda v: v is None or isinstance(v, str), "a string or null"),
-    "rendezvous_timeout": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "rendezvous_timeout": (_is_seconds, f"a positive number up to {MAX_SECONDS:g}"),
+    "cwd": (lambda v: isinstance(v, str) and v.startswith("/"), "an absolute path"),
 }
 
 
