@@ -5,14 +5,17 @@
   row groups overlapping its range and slices them, so every row is read by exactly one
   rank and counts differ by at most one.
 * CSV: the bytes of all files (headers excluded) are split into P ranges; each range is
-  moved to the next line boundary, so every line belongs to exactly one rank without any
-  communication. Column types are inferred per rank and then agreed (an integer column
-  that is float elsewhere becomes float everywhere). Lines are split at ``\n``, so
-  quoted values must not contain newlines, and compressed files are refused (they
-  cannot be split by byte ranges).
+  moved to the next row boundary, so every row belongs to exactly one rank. Quoted values
+  may hold newlines: a newline ends a row only outside quotes, and whether an offset is
+  inside quotes is decided exactly, by pyarrow's quoting rules, with one allgather of
+  each range's quote summary (:mod:`._csv_quotes`). Column types are inferred per rank
+  and then agreed; a rank whose inference differs parses its rows again with the agreed
+  types, so the table is the one pyarrow reads in one process. Compressed files are
+  refused (they cannot be split by byte ranges).
 
 Every validation error (missing file, missing column, files whose schemas differ, a
-line that does not parse in one rank's range) is agreed, so it raises on every rank.
+line that does not parse in one rank's range, a row group that cannot be read) is
+agreed, so it raises on every rank, naming the rank, the file and the error.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from . import _csv_quotes as q
 from .comm import Communicator, agree, get_communicator
 from .errors import SchemaError
 from .table import GlobalTable, check_columns
@@ -73,6 +77,20 @@ def _read_ranges(pieces: list[tuple[Any, int]], lo: int, hi: int, read_piece: An
             out.append(table.slice(a, b - a))
         start = end
     return out
+
+
+def _agreed_read(
+    comm: Communicator, what: str, pieces: list[tuple[Any, int]], lo: int, hi: int, read_piece: Any
+) -> list[pa.Table]:
+    """:func:`_read_ranges`, with a failure (a corrupt row group, say) raised on every rank."""
+    err: Exception | None = None
+    tables: list[pa.Table] = []
+    try:
+        tables = _read_ranges(pieces, lo, hi, read_piece)
+    except Exception as exc:
+        err = exc
+    agree(comm, err, what)
+    return tables
 
 
 def _same_schemas(schemas: list[pa.Schema], files: list[str], what: str) -> None:
@@ -127,9 +145,12 @@ def read_parquet(
 
     def read(handle: tuple[int, int]) -> pa.Table:
         i, g = handle
-        return metas[i].read_row_group(g, columns=cols)
+        try:
+            return metas[i].read_row_group(g, columns=cols)
+        except Exception as exc:
+            raise _named(exc, f"read_parquet: {files[i]} row group {g}")  # noqa: B904 (_named chains it)
 
-    return _finish(_read_ranges(pieces, lo, hi, read), schema, comm)
+    return _finish(_agreed_read(comm, "read_parquet", pieces, lo, hi, read), schema, comm)
 
 
 def read_ipc(
@@ -175,33 +196,20 @@ def read_ipc(
 
     def read(handle: tuple[int, int]) -> pa.Table:
         i, b = handle
-        t = pa.Table.from_batches([readers[i].get_batch(b)])
+        try:
+            t = pa.Table.from_batches([readers[i].get_batch(b)])
+        except Exception as exc:
+            raise _named(exc, f"read_ipc: {files[i]} record batch {b}")  # noqa: B904 (_named chains it)
         return t.select(list(columns)) if columns is not None else t
 
-    return _finish(_read_ranges(pieces, lo, hi, read), schema, comm)
+    return _finish(_agreed_read(comm, "read_ipc", pieces, lo, hi, read), schema, comm)
 
 
-def _line_start(f: Any, pos: int, floor: int) -> int:
-    """First byte of the line that starts at or after ``pos`` (``floor`` = first data byte).
-
-    A range boundary inside a line moves forward to the next line, so the line belongs
-    to the range where it starts.
-    """
-    if pos <= floor:
-        return floor
-    offset = pos - 1  # the byte before pos: if it is a newline, pos starts a line
-    f.seek(offset)
-    while True:
-        chunk = f.read(1 << 16)
-        if not chunk:
-            return offset
-        k = chunk.find(b"\n")
-        if k >= 0:
-            return offset + k + 1
-        offset += len(chunk)
+_UNITS = ("s", "ms", "us", "ns")
 
 
 def _common_type(types: list[pa.DataType]) -> pa.DataType:
+    """The type pyarrow would infer for a column whose slices inferred ``types``."""
     real = [t for t in types if not pa.types.is_null(t)]
     if not real:
         return pa.null()
@@ -209,9 +217,19 @@ def _common_type(types: list[pa.DataType]) -> pa.DataType:
         return real[0]
     if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in real):
         return pa.float64()
-    if all(pa.types.is_timestamp(t) for t in real):
-        return real[0]
+    if all(pa.types.is_timestamp(t) for t in real) and len({t.tz for t in real}) == 1:
+        return max(real, key=lambda t: _UNITS.index(t.unit))  # the finest unit holds every value
     return pa.string()
+
+
+def _named(exc: Exception, where: str) -> Exception:
+    """``exc`` with ``where`` (file, row group or byte range) in front of its message, same type if possible."""
+    try:
+        named = type(exc)(f"{where}: {exc}")
+    except Exception:  # a type whose constructor wants more than a message
+        return exc
+    named.__cause__ = exc
+    return named
 
 
 def read_csv(
@@ -250,6 +268,8 @@ def read_csv(
                 first = fh.readline()
                 size = os.fstat(fh.fileno()).st_size
             header_text = first.decode("utf-8-sig").rstrip("\r\n")  # utf-8-sig drops a byte-order mark
+            if first.count(b'"') % 2:
+                raise ValueError(f"read_csv: the header of {f} has a quoted name with a newline in it; rename it")
             names = [n.strip().strip('"') for n in header_text.split(delimiter)]
             headers.append((names, len(first), size))
         if any(h[0] != headers[0][0] for h in headers):
@@ -266,47 +286,107 @@ def read_csv(
     sizes = np.array([h[2] - h[1] for h in headers], dtype=np.int64)
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     lo, hi = _my_range(int(bounds[-1]), comm.rank, comm.size)
+    # This rank's part of each file: (file index, first and last+1 nominal byte, absolute in the file).
+    spans = [
+        (
+            i,
+            int(max(lo, bounds[i]) - bounds[i]) + headers[i][1],
+            int(min(hi, bounds[i + 1]) - bounds[i]) + headers[i][1],
+        )
+        for i in range(len(files))
+        if min(hi, bounds[i + 1]) > max(lo, bounds[i])
+    ]
+    # 1. Each span's effect on "inside quotes?"; one allgather gives every rank the state at its start.
+    scanned: dict[int, tuple[int, bytes, q.Effect]] = {}
+    where = ""
+    try:
+        for i, a, b in spans:
+            where = f"read_csv: {files[i]}"
+            with open(files[i], "rb") as fh:
+                buf = q.read_runs_whole(fh, a - 1, b - a + 1)  # from the byte before the span
+            scanned[i] = (a - 1, buf, q.effect(buf, delimiter, b - a + 1))
+        err = None
+    except Exception as exc:
+        err = _named(exc, where)
+    agree(comm, err, "read_csv (reading)")
+    effects = comm.allgather({i: eff for i, (_, _, eff) in scanned.items()})
+    # 2. Each span moves to the row boundaries outside quotes; parse it.
     convert = pacsv.ConvertOptions(
         column_types=column_types or {},
         include_columns=list(columns) if columns is not None else None,
         timestamp_parsers=list(timestamp_parsers) if timestamp_parsers else None,
     )
-    parse = pacsv.ParseOptions(delimiter=delimiter)
-    tables = []
+    chunks: list[tuple[str, pa.Buffer]] = []
+    tables: list[pa.Table] = []
     try:
-        for i, f in enumerate(files):
-            a, b = max(lo, bounds[i]), min(hi, bounds[i + 1])
-            if b <= a:
-                continue
-            header_len = headers[i][1]
-            with open(f, "rb") as fh:
-                start = _line_start(fh, int(a - bounds[i]) + header_len, header_len)
-                stop = _line_start(fh, int(b - bounds[i]) + header_len, header_len)
+        for i, a, b in spans:
+            inside = 0  # the state at a: every earlier rank's effect on this file, in rank order
+            for r in range(comm.rank):
+                inside = effects[r].get(i, q.IDENTITY)[inside]
+            base, buf, eff = scanned[i]
+            floor = headers[i][1]
+            with open(files[i], "rb") as fh:
+                start = q.row_start(fh, a, floor, inside, delimiter)
+                stop = q.row_start(fh, b, floor, eff[inside], delimiter)
                 if stop <= start:
                     continue
-                fh.seek(start)
-                data = fh.read(stop - start)
-            read = pacsv.ReadOptions(column_names=names, block_size=max(1 << 20, min(len(data) + 1, 1 << 26)))
-            tables.append(
-                pacsv.read_csv(pa.py_buffer(data), read_options=read, parse_options=parse, convert_options=convert)
-            )
+                data = _span_bytes(fh, buf, base, start, stop)
+            where = f"read_csv: {files[i]} bytes {start}-{stop}"
+            chunks.append((where, data))
+            tables.append(_parse_csv(data, names, delimiter, convert))
         err = None
     except Exception as exc:  # a bad line in one rank's range must fail every rank, not strand them
-        err = exc
+        err = _named(exc, where) if where else exc
     agree(comm, err, "read_csv (parsing)")
-    local = pa.concat_tables(tables) if tables else None
-    # Agree the schema: inference on different slices can disagree (int here, float there).
-    local_types = None if local is None else [(fld.name, fld.type) for fld in local.schema]
-    all_types = comm.allgather(local_types)
+    del scanned
+    # 3. Agree the schema: inference on different slices can disagree (int here, float there, all
+    # empty elsewhere). Slices that inferred another type are parsed again with the agreed one, so
+    # every value is what pyarrow reads in one process (a cast would turn "007" into "7").
+    names_out = list(columns) if columns is not None else names
+    mine = None
+    if tables:
+        mine = [(n, _common_type([t.schema.field(n).type for t in tables])) for n in names_out]
+    all_types = comm.allgather(mine)
     ref = next((ts for ts in all_types if ts is not None), None)
     if ref is None:  # no rank read anything: an empty file
-        schema = pa.schema([(c, pa.string()) for c in (columns or names)])
+        schema = pa.schema([(c, pa.string()) for c in names_out])
         return GlobalTable(schema.empty_table(), comm)
     schema = pa.schema(
         [(ref[j][0], _common_type([ts[j][1] for ts in all_types if ts is not None])) for j in range(len(ref))]
     )
-    if local is None:
-        local = schema.empty_table()
-    elif local.schema != schema:
-        local = local.cast(schema)
+    forced = pacsv.ConvertOptions(
+        column_types={f.name: f.type for f in schema if not pa.types.is_null(f.type)},
+        include_columns=convert.include_columns,
+        timestamp_parsers=convert.timestamp_parsers,
+    )
+    try:
+        for k, (span, data) in enumerate(chunks):
+            where = span
+            if tables[k].schema != schema:
+                tables[k] = _parse_csv(data, names, delimiter, forced).cast(schema)
+        err = None
+    except Exception as exc:
+        err = _named(exc, where)
+    agree(comm, err, "read_csv (agreeing types)")
+    local = pa.concat_tables(tables) if tables else schema.empty_table()
     return GlobalTable(local, comm)
+
+
+def _span_bytes(fh: Any, buf: bytes, base: int, start: int, stop: int) -> pa.Buffer:
+    """Bytes [start, stop) of the file: from ``buf`` (the file's bytes from ``base``) where it
+    holds them, the rest read from ``fh``."""
+    lo, hi = start - base, stop - base
+    if 0 <= lo and hi <= len(buf):
+        return pa.py_buffer(memoryview(buf)[lo:hi])  # no copy
+    head = buf[lo:] if 0 <= lo < len(buf) else b""
+    fh.seek(start + len(head))
+    return pa.py_buffer(head + fh.read(stop - start - len(head)))
+
+
+def _parse_csv(data: pa.Buffer, names: list[str], delimiter: str, convert: pacsv.ConvertOptions) -> pa.Table:
+    """Parse one span's rows (no header line) with pyarrow."""
+    # Newlines inside quoted values need pyarrow's slower block splitter; only where there are quotes.
+    quoted = bool((np.frombuffer(data, dtype=np.uint8) == q.QUOTE).any())
+    parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted)
+    read = pacsv.ReadOptions(column_names=names, block_size=max(1 << 20, min(data.size + 1, 1 << 26)))
+    return pacsv.read_csv(pa.BufferReader(data), read_options=read, parse_options=parse, convert_options=convert)

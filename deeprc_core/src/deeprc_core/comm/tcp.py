@@ -96,8 +96,8 @@ def listen_address(host: str, port: int) -> tuple[socket.AddressFamily, Any]:
         raise CommError(f"rank 0 cannot resolve its own address {host!r} (MASTER_ADDR) ({exc})") from None
     infos.sort(key=lambda info: info[0] != socket.AF_INET)
     family, _, _, _, sockaddr = infos[0]
-    if sockaddr[0] != host:
-        check_not_wildcard(sockaddr[0], 0)  # a name that resolves to a wildcard
+    if str(sockaddr[0]) != host:
+        check_not_wildcard(str(sockaddr[0]), 0)  # a name that resolves to a wildcard
     return family, sockaddr
 
 
