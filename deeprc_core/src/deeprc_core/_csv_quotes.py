@@ -48,9 +48,12 @@ def read_runs_whole(fh: IO[bytes], start: int, n: int) -> bytes:
 def _runs(buf: np.ndarray, delimiter: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs of quotes that start in ``buf[1:limit]`` (``buf[0]`` is the byte before the range,
     and a run that goes on from it is not ours): their starts, toggles and resets."""
-    q = buf == QUOTE
-    begins = np.flatnonzero(q & ~np.concatenate(([False], q[:-1])))
-    ends = np.flatnonzero(q & ~np.concatenate((q[1:], [False])))
+    at = np.flatnonzero(buf == QUOTE)  # work on the quotes only: usually far fewer than bytes
+    if not len(at):
+        return at, np.zeros(0, bool), np.zeros(0, bool)
+    gap = np.diff(at) != 1
+    begins = at[np.concatenate(([True], gap))]
+    ends = at[np.concatenate((gap, [True]))]
     keep = (begins >= 1) & (begins < limit)
     begins, ends = begins[keep], ends[keep]
     odd = (ends - begins) % 2 == 0  # length ends - begins + 1 is odd
@@ -71,11 +74,16 @@ def _states(toggle: np.ndarray, reset: np.ndarray, inside: int) -> np.ndarray:
 
 def effect(buf: bytes, delimiter: str, limit: int) -> Effect:
     """The effect of the runs of quotes starting in ``buf[1:limit]`` (``buf[0]``: the byte before)."""
+    if buf.find(b'"', 1, limit) < 0:
+        return IDENTITY  # no quote starts here (the common case): skip the array work
     arr = np.frombuffer(buf, dtype=np.uint8)
     _, toggle, reset = _runs(arr, ord(delimiter), limit)
-    if not len(toggle):
-        return IDENTITY
-    return int(_states(toggle, reset, 0)[-1]), int(_states(toggle, reset, 1)[-1])
+    resets = np.flatnonzero(reset)
+    if len(resets):  # outside after the last reset whatever came before, then its toggles
+        after = int(np.count_nonzero(toggle[resets[-1] + 1 :]) % 2)
+        return after, after
+    flips = int(np.count_nonzero(toggle) % 2)
+    return flips, 1 - flips
 
 
 def then(first: Effect, second: Effect) -> Effect:
