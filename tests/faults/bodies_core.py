@@ -27,7 +27,7 @@ def _caught(fn: Any) -> dict[str, Any]:
     return {"error": None, "seconds": time.monotonic() - t0}
 
 
-# ----------------------------------------------------------- (h) descriptors run out on rank 0
+# ----------------------------------------------------------- (i) descriptors run out on rank 0
 def fd_starved_job(fault_dir: str, nofile: str) -> dict[str, Any]:
     """Rank 0 runs with RLIMIT_NOFILE lowered to ``nofile`` and publishes its port; rank 1 joins on "go"."""
     from deeprc_core import get_communicator
@@ -53,7 +53,16 @@ def fd_starved_job(fault_dir: str, nofile: str) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------- (j) forged frames
+# ----------------------------------------------------------- (i) a wildcard MASTER_ADDR
+def wildcard_master_addr(addr: str) -> dict[str, Any]:
+    """The job's MASTER_ADDR is a wildcard (as a user might set it); what each rank is told, and when."""
+    from deeprc_core import get_communicator
+
+    os.environ["MASTER_ADDR"] = addr
+    return {**_caught(get_communicator), "t_end": time.time()}
+
+
+# ----------------------------------------------------------- (i) forged frames
 def forged_frame(direction: str) -> dict[str, Any]:
     """A frame with a wrong MAC on one connection, then two collectives; every rank reports what it was told.
 
@@ -77,7 +86,7 @@ def forged_frame(direction: str) -> dict[str, Any]:
     return {**_caught(two), "t0": t0, "t_end": time.time()}
 
 
-# ----------------------------------------------------------- (k) a corrupt row group
+# ----------------------------------------------------------- (i) a corrupt row group
 def read_parquet_file(path: str) -> dict[str, Any]:
     """read_parquet of ``path`` and its global row count; what each rank was told if that fails."""
     import deeprc_core as d

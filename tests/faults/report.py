@@ -116,6 +116,81 @@ def rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 )
             )
     out += _launch_hardening_rows(d)
+    out += _core_hardening_rows(d)
+    return out
+
+
+def _core_hardening_rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Issue 28's core probes (tests/faults/test_core_hardening.py)."""
+    out = []
+    test = "`tests/faults/test_core_hardening.py`"
+    if i := d.get("i_tcp_fd_exhaustion"):
+        out.append(
+            (
+                f"(i) a stranger holds {i['connections_held']} silent connections to rank 0's TCP port while rank 0 "
+                f"is limited to {i['descriptor_limit']} descriptors (`accept()` raised EMFILE and rank 0 died)",
+                f"rank 0 ran out of descriptors {i['fd_exhausted']} times and kept serving: each time it drops the "
+                "oldest unauthenticated connection (a rank greets within milliseconds), or backs off 50 ms when it "
+                f"holds none; rank 1 authenticated {_g(i['rank1_joined_s'] * 1000)} ms after it began to connect, the job "
+                f"completed {_g(i['job_completed_s'])} s after rank 1 was let go",
+                f"nothing: {i['rejected']} stranger connections dropped and logged",
+                test,
+            )
+        )
+    if i := d.get("i_tcp_wildcard_master_addr"):
+        out.append(
+            (
+                "(i) `MASTER_ADDR=0.0.0.0` for a 2-rank TCP job (rank 0 listened on every interface without a word)",
+                f"both ranks refuse it within {_g(i['detection_s'] * 1000)} ms, naming the variable, the fix and the "
+                "opt-in `DEEPRC_TCP_LISTEN_ALL=1` (which logs a warning); `::` too",
+                "nothing: no rank listened or waited",
+                test,
+            )
+        )
+    if i := d.get("i_csv_quoted_newlines"):
+        out.append(
+            (
+                f"(i) a CSV of {i['rows']:,} rows whose quoted values hold newlines (LF and CRLF), commas and escaped "
+                "quotes, read on 3 ranks (it gave wrong rows or a parse error)",
+                "not applicable: rows are split only at newlines outside quotes; each rank learns the quote state at "
+                f"its range's start from one allgather. Rows per rank {i['rows_per_rank']}, equal to pyarrow in one "
+                f"process ({_g(i['wall_s'])} s, start-up included); hypothesis property tests on 1–4 ranks "
+                "(`tests/core/test_csv_properties.py`)",
+                "nothing",
+                test,
+            )
+        )
+    for direction, how in (
+        ("up", "rank 1 → rank 0: each is told `a frame on rank 1's connection failed its MAC check`"),
+        (
+            "down",
+            "rank 0 → rank 1: rank 1 tells rank 0, which tells the rest, `rank 1: a frame from rank 0 failed "
+            "its MAC check`",
+        ),
+    ):
+        if i := d.get(f"i_forged_frame_{direction}"):
+            out.append(
+                (
+                    f"(i) a frame with a wrong MAC on an established connection of a 3-rank job, {how.split(':')[0]} "
+                    '(the others were told only "rank 1 failed or exited")',
+                    f"every rank raised `CommError` within {_g(i['detection_s'] * 1000)} ms; {how.split(': ', 1)[1]}, "
+                    "naming the collective",
+                    "the job; nothing of the frame unpickled",
+                    test,
+                )
+            )
+    if i := d.get("i_corrupt_row_group"):
+        out.append(
+            (
+                "(i) a Parquet file whose second row group has a corrupt page header, read on 2 ranks; rank 1 reads "
+                'it (rank 0 was told only "rank 1 failed or exited during collective #2")',
+                f"both ranks raised within {_g(i['detection_s'] * 1000)} ms of each other: rank 1 pyarrow's "
+                "`OSError`, rank 0 `RankFailedError: read_parquet failed on rank(s) [1]: rank 1: OSError: "
+                "read_parquet: .../corrupt.parquet row group 1: Couldn't deserialize thrift ...`",
+                "the read; no rank waits",
+                test,
+            )
+        )
     return out
 
 

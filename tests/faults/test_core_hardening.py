@@ -1,9 +1,10 @@
-"""Issue 28, the core's half: breaks an adversarial review found, each reproduced on real ranks.
+"""Issue 28, the core's half (cases "i_*"): breaks an adversarial review found, each reproduced on real ranks.
 
-(h) a stranger exhausts rank 0's file descriptors while the job sets up;
-(i) a CSV whose quoted values hold newlines, read on 3 ranks;
-(j) a forged frame on an established connection: every rank must be told it was a MAC failure, and where;
-(k) a corrupt row group read by one rank: every rank must be told the rank, the file and the error.
+* a stranger exhausts rank 0's file descriptors while the job sets up;
+* a wildcard MASTER_ADDR, which made rank 0 listen on every interface without a word;
+* a CSV whose quoted values hold newlines, read on 3 ranks;
+* a forged frame on an established connection: every rank must be told it was a MAC failure, and where;
+* a corrupt row group read by one rank: every rank must be told the rank, the file and the error.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def test_rank0_keeps_serving_when_descriptors_run_out(tmp_path: Path, record: An
     assert res[0]["allgather"] == res[1]["allgather"] == [0, 1]
     assert res[0]["fd_exhausted"] > 0, "the probe must be live: rank 0 did run out of descriptors"
     record(
-        "h_tcp_fd_exhaustion",
+        "i_tcp_fd_exhaustion",
         fault=f"a stranger holds {held} silent connections to rank 0's TCP port while rank 0 is limited to "
         f"{nofile} descriptors",
         descriptor_limit=nofile,
@@ -86,6 +87,21 @@ def test_rank0_keeps_serving_when_descriptors_run_out(tmp_path: Path, record: An
         rank1_joined_s=round(res[1]["joined_s"], 3),
         job_completed_s=round(done, 3),
         lost="nothing",
+    )
+
+
+@pytest.mark.mpi
+def test_a_wildcard_master_addr_fails_every_rank_at_once(record: Any) -> None:
+    res = [r.value for r in run_ranks(BODIES, "wildcard_master_addr", 2, env=TCP, timeout=60, args=("0.0.0.0",))]
+    for rank, r in enumerate(res):
+        assert r["error"] is not None and r["error"].startswith(f"CommError: rank {rank}: MASTER_ADDR='0.0.0.0'")
+        assert "every interface" in r["error"] and "DEEPRC_TCP_LISTEN_ALL=1" in r["error"]
+    record(
+        "i_tcp_wildcard_master_addr",
+        fault="MASTER_ADDR=0.0.0.0 for a 2-rank TCP job (rank 0 used to listen on every interface without a word)",
+        detection_s=round(max(r["seconds"] for r in res), 4),
+        told={i: r["error"] for i, r in enumerate(res)},
+        lost="nothing: no rank listened or waited; DEEPRC_TCP_LISTEN_ALL=1 is the explicit opt-in (warned)",
     )
 
 
@@ -138,7 +154,7 @@ def test_a_forged_frame_is_named_on_every_rank(direction: str, record: Any) -> N
         assert all("from rank 0" in e for e in errors), errors
     t0 = min(r["t0"] for r in res)
     record(
-        f"j_forged_frame_{direction}",
+        f"i_forged_frame_{direction}",
         fault="a frame with a wrong MAC on an established connection, "
         + ("rank 1 -> rank 0" if direction == "up" else "rank 0 -> rank 1")
         + ", 3 ranks",
@@ -171,9 +187,10 @@ def test_a_corrupt_row_group_is_named_on_every_rank(tmp_path: Path, record: Any)
         assert "corrupt.parquet" in e and "row group 1" in e, errors
     assert "rank(s) [1]" in errors[0] and "RankFailedError" in errors[0], errors[0]
     record(
-        "k_corrupt_row_group",
+        "i_corrupt_row_group",
         fault="a Parquet file whose second row group has a corrupt page header, read on 2 ranks (rank 1 reads it)",
-        detection_s=round(max(r["seconds"] for r in res), 4),
+        read_s=round(max(r["seconds"] for r in res), 4),
+        detection_s=round(max(r["t_end"] for r in res) - min(r["t_end"] for r in res), 4),
         told={i: e for i, e in enumerate(errors)},
         lost="the read (both ranks raised, naming rank 1, the file, the row group and the error)",
     )
