@@ -209,6 +209,8 @@ class TCPCommunicator(BaseCommunicator):
                 if now >= deadline:
                     missing = sorted(set(range(1, self._size)) - set(self._peers))
                     extra = f"; {self.rejected} connection(s) failed authentication" if self.rejected else ""
+                    if self.fd_exhausted:
+                        extra += f"; rank 0 ran out of file descriptors {self.fd_exhausted} time(s) (ulimit -n)"
                     raise CommTimeoutError(
                         f"rank 0: ranks {missing} did not connect to port {port} within {self.timeout:g}s{extra}"
                     )
