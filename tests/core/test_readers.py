@@ -198,3 +198,32 @@ def test_pieces_on_real_ranks(tmp_path: Path, fmt: str, launcher: str, n: int) -
     rows = [v["rows"] for v in res]
     assert max(rows) - min(rows) <= 1
     assert res[0]["mean_std"]["x"][0] == pytest.approx(np.arange(total).mean() * 0.5)
+
+
+def test_read_errors_name_the_file_and_the_part(tmp_path: Path) -> None:
+    """Issue 28: a corrupt row group or a bad CSV row names the file and where in it (and keeps its type)."""
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": pa.array(range(200), pa.int64())}), path, row_group_size=100)
+    meta = pq.ParquetFile(path).metadata.row_group(1).column(0)
+    with open(path, "r+b") as fh:
+        fh.seek(meta.dictionary_page_offset or meta.data_page_offset)
+        fh.write(b"\xff" * 24)
+    with pytest.raises(OSError, match=r"read_parquet: .*c\.parquet row group 1: "):
+        d.read_parquet(path, comm=LocalCommunicator())
+    bad = _write_csv(tmp_path / "bad.csv", "a,b\n1,2\n3,4,5\n")
+    with pytest.raises(pa.ArrowInvalid, match=r"read_csv: .*bad\.csv bytes 4-\d+: .*Expected 2 columns"):
+        d.read_csv(bad, comm=LocalCommunicator())
+    with pytest.raises(ValueError, match="quoted name with a newline"):
+        d.read_csv(_write_csv(tmp_path / "h.csv", 'a,"b\nc"\n1,2\n'), comm=LocalCommunicator())
+
+
+def test_csv_types_agreed_by_parsing_again_not_by_casting(tmp_path: Path) -> None:
+    """A column empty on one rank and text on another stays "" (not null); "007" stays "007" next to text."""
+    f = _write_csv(tmp_path / "t.csv", "a,b\n" + "007,\n" * 50 + "x,y\n" * 50)
+    ref = pacsv.read_csv(f)
+    assert ref.column("a").to_pylist()[0] == "007" and ref.column("b").to_pylist()[0] == ""
+    from tests.core.test_csv_properties import read_on_ranks
+
+    parts = read_on_ranks(f, 2)
+    assert [row for t in parts for row in t.to_pylist()] == ref.to_pylist()
+    assert all(t.schema.equals(ref.schema) for t in parts)
