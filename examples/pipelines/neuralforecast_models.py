@@ -1,0 +1,280 @@
+"""The paper's eleven NeuralForecast models on ETTh1, eleven tasks in one pilot (Tables 3 and 4).
+
+``python -m examples.pipelines.neuralforecast_models [--quick | --paper] [--compare] [--publish]``
+starts one local RADICAL-Pilot pilot with deeprc-launch's pipeline API
+(:class:`deeprc_launch.Launcher`) and submits one task per model
+(:mod:`examples.pipelines.nf_task`: Deep RC prepares ETTh1 as a global table, NeuralForecast
+trains and predicts), all at once, plus the DDP check: ``--ddp-model`` (NLinear) on 2 ranks,
+each rank training on its own series. ``--compare`` then runs the same eleven one after
+another in the same pilot and reports both wall times. It ends with the Table 3 layout: MAE,
+MSE and MAPE per model beside the paper's figures and the hand-written models' (the demo's
+``docs/results/demo/ett/metrics.json``).
+
+Sizes (see ``nf_models``): ``--quick`` a few steps per model, every 96th test window (the
+test runs it; minutes on 2 cores); the default demo size; ``--paper`` the most the 2-core
+budget allows in an hour for all eleven. Outputs go to ``results/neuralforecast/`` (per model
+``<Model>.json``, ``metrics.{md,csv,json}``, ``pilot.json``) and each task's logs to the
+folder it prints. ``--publish`` copies them to ``docs/results/neuralforecast-<size>/`` and
+renders the table into docs/results.md and the README (between the ``neuralforecast-table``
+markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from examples.pipelines import nf_models
+from examples.pipelines.report import markdown_table, write_table
+
+REPO = Path(__file__).resolve().parents[2]
+TASK = REPO / "examples" / "pipelines" / "nf_task.py"
+PUBLISHED = REPO / "docs" / "results"
+#: The hand-written models' demo run (pipeline A), for the side-by-side column.
+HAND_WRITTEN = PUBLISHED / "demo" / "ett" / "metrics.json"
+#: Hand-written model rows (their table's names) beside each NeuralForecast model.
+HAND_NAMES = {
+    "NLinear": "NLinear",
+    "NBEATS": "NBEATS (MLP)",
+    "TiDE": "TiDE (dense)",
+    "GRU": "GRU",
+    "PatchTST": "PatchTST",
+}
+MARK_BEGIN = "<!-- neuralforecast-table:begin (rendered by examples/pipelines/neuralforecast_models.py) -->"
+MARK_END = "<!-- neuralforecast-table:end -->"
+
+COLUMNS = [
+    ("model", "model"),
+    ("mae", "MAE"),
+    ("mse", "MSE"),
+    ("mape", "MAPE %"),
+    ("paper_mae", "paper MAE"),
+    ("paper_mse", "paper MSE"),
+    ("gap", "MAE / paper"),
+    ("hand_mae", "hand-written MAE"),
+    ("ot_mae", "OT MAE"),
+    ("steps", "steps"),
+    ("train_s", "train s"),
+    ("params", "params"),
+]
+
+
+def _progress(t0: float) -> Any:
+    return lambda m: print(f"[deeprc-launch {time.perf_counter() - t0:6.1f}s] {m}", flush=True)
+
+
+def _wait_all(handles: list[tuple[str, Any]], timeout: float) -> list[dict[str, Any]]:
+    """Wait for every task; one line per task as it ends."""
+    infos = []
+    for name, handle in handles:
+        try:
+            result = handle.wait(timeout)
+        except TimeoutError:
+            infos.append({"task": name, "exit_code": None, "state": "TIMEOUT", "logs": handle.run_dir})
+            print(f"[neuralforecast] {name}: no end within {timeout:.0f} s; logs {handle.run_dir}", flush=True)
+            continue
+        infos.append({"task": name, "exit_code": result.exit_code, "state": result.state, "logs": handle.run_dir})
+        print(f"[neuralforecast] {name}: exit {result.exit_code}, logs {handle.run_dir}", flush=True)
+        if not result.ok:
+            print(result.summary(), file=sys.stderr, flush=True)
+    return infos
+
+
+def run_pilot(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """All models at once in one pilot (plus the DDP task), then, with ``--compare``, one after another."""
+    from deeprc_launch import Launcher
+
+    models = args.models
+    ddp = [args.ddp_model] if args.ddp_model else []
+    cores = len(models) + 2 * len(ddp)  # one pilot core per rank: every task starts at once
+    env = {"PYTHONPATH": str(REPO)}
+    t0 = time.perf_counter()
+    summary: dict[str, Any] = {"size": args.size, "models": models, "ddp_model": args.ddp_model}
+    with Launcher(cores=cores, progress=_progress(t0)) as launcher:
+        summary["pilot_startup_s"] = launcher.pilot_startup_s
+
+        def submit(model: str, ranks: int, folder: Path, after: list[Any]) -> Any:
+            argv = ["--model", model, "--size", args.size, "--out", str(folder)]
+            return launcher.submit(
+                str(TASK), argv, ranks=ranks, after=after, name=f"nf-{model}-{ranks}", env=env, timeout=args.timeout
+            )
+
+        start = time.perf_counter()
+        handles = [(m, submit(m, 1, out, [])) for m in models]
+        handles += [(f"{m} (2 ranks)", submit(m, 2, out, [])) for m in ddp]
+        print(f"[neuralforecast] submitted {len(handles)} tasks at once to one pilot ({cores} cores)", flush=True)
+        summary["concurrent"] = {"tasks": _wait_all(handles, args.timeout), "wall_s": time.perf_counter() - start}
+        print(f"[neuralforecast] concurrent: {summary['concurrent']['wall_s']:.1f} s", flush=True)
+        if args.compare:
+            start = time.perf_counter()
+            chain: list[Any] = []
+            seq = []
+            for m in models:
+                h = submit(m, 1, out / "sequential", chain[-1:])
+                chain.append(h)
+                seq.append((m, h))
+            summary["sequential"] = {"tasks": _wait_all(seq, args.timeout), "wall_s": time.perf_counter() - start}
+            ratio = summary["sequential"]["wall_s"] / summary["concurrent"]["wall_s"]
+            summary["sequential_over_concurrent"] = ratio
+            print(
+                f"[neuralforecast] one after another: {summary['sequential']['wall_s']:.1f} s ({ratio:.2f}x)",
+                flush=True,
+            )
+    summary["session_s"] = time.perf_counter() - t0
+    summary["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()}
+    return summary
+
+
+def _hand_written() -> dict[str, float]:
+    if not HAND_WRITTEN.exists():
+        return {}
+    rows = json.loads(HAND_WRITTEN.read_text())
+    return {r["model"]: r["mae"] for r in rows}
+
+
+def table_rows(out: Path, models: list[str], ddp_model: str | None) -> list[dict[str, Any]]:
+    """Table 3's rows from the tasks' JSON files (a model whose task failed shows dashes)."""
+    hand = _hand_written()
+    rows = []
+    names = [(m, m) for m in models] + ([(ddp_model, f"{ddp_model}-2ranks")] if ddp_model else [])
+    for model, stem in names:
+        path = out / f"{stem}.json"
+        got = json.loads(path.read_text()) if path.exists() else {}
+        paper = nf_models.PAPER_TABLE3.get(model, (None, None))
+        row = {"model": model if stem == model else f"{model}, DDP 2 ranks", **got}
+        row["model"] = model if stem == model else f"{model}, DDP 2 ranks"
+        row["paper_mae"], row["paper_mse"] = paper
+        if paper[0] is not None and "mae" in got:
+            row["gap"] = got["mae"] / paper[0]
+        row["hand_mae"] = hand.get(HAND_NAMES.get(model, ""))
+        rows.append(row)
+    return rows
+
+
+def preamble(summary: dict[str, Any]) -> str:
+    """What the table is, and the two wall times."""
+    text = (
+        f"### ETTh1, input 96 -> horizon 96, all 7 series; NeuralForecast 3.3.0 models fed by Deep RC; size {summary['size']}\n\n"
+        "MAE/MSE on the normalised scale (training-months mean/std) over every scored test window and step of "
+        "all 7 series; MAPE in original units (undefined points at 0 left out). Paper: Table 3 as quoted in "
+        "issue #8 (five models; the others are not quoted in what the project holds). Hand-written: pipeline A's "
+        "own models, demo size. "
+    )
+    conc = summary.get("concurrent", {}).get("wall_s")
+    if conc is not None:
+        text += f"Eleven tasks at once in one pilot: {conc:.0f} s"
+        seq = summary.get("sequential", {}).get("wall_s")
+        if seq is not None:
+            text += f"; one after another in the same pilot: {seq:.0f} s ({summary['sequential_over_concurrent']:.2f}x)"
+        text += "."
+    return text
+
+
+def render_docs(md_table: str, files: list[Path]) -> list[Path]:
+    """Put ``md_table`` between the neuralforecast-table markers of each file that has them."""
+    done = []
+    for path in files:
+        text = path.read_text()
+        if MARK_BEGIN not in text or MARK_END not in text:
+            continue
+        head, rest = text.split(MARK_BEGIN, 1)
+        _, tail = rest.split(MARK_END, 1)
+        path.write_text(head + MARK_BEGIN + "\n" + md_table.rstrip() + "\n" + MARK_END + tail)
+        done.append(path)
+    return done
+
+
+def publish(out: Path, size: str) -> Path:
+    """Copy the run's tables and per-model results to ``docs/results/neuralforecast-<size>/``."""
+    dest = PUBLISHED / f"neuralforecast-{size}"
+    if dest.exists():
+        shutil.rmtree(dest)  # one publication is one run
+    dest.mkdir(parents=True)
+    for path in sorted(out.glob("*.json")) + sorted(out.glob("metrics.*")):
+        shutil.copy2(path, dest / path.name)
+    seq = out / "sequential"
+    if seq.is_dir():
+        (dest / "sequential").mkdir()
+        for path in sorted(seq.glob("*.json")):
+            shutil.copy2(path, dest / "sequential" / path.name)
+    return dest
+
+
+def docs_table(rows: list[dict[str, Any]], summary: dict[str, Any], source: str) -> str:
+    """The compact table the README and docs/results.md show."""
+    cols = [c for c in COLUMNS if c[0] not in ("ot_mae", "params")]
+    note = f"Measured at `{summary['size']}` size ([`{source}`]({source})). " + preamble(summary).split("\n\n", 1)[1]
+    return markdown_table(rows, cols) + "\n\n" + note + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line of the eleven-model pipeline."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a few steps per model (minutes; the tests run it)")
+    size.add_argument("--paper", action="store_true", help="the paper's settings as far as 2 cores allow in an hour")
+    p.add_argument("--models", default=",".join(nf_models.PAPER_MODELS), help="comma-separated subset of the eleven")
+    p.add_argument("--ddp-model", default="NLinear", help="also train this model on 2 ranks ('' to skip)")
+    p.add_argument("--compare", action="store_true", help="then run the models one after another in the same pilot")
+    p.add_argument("--publish", action="store_true", help="keep the results under docs/results/ and render the docs")
+    p.add_argument("--out", default=None, help="output folder (default results/neuralforecast)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per task")
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="run nothing: build the table from the output folder's results (e.g. a run stopped early)",
+    )
+    args = p.parse_args(argv)
+    args.size = "quick" if args.quick else "paper" if args.paper else "demo"
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for m in args.models + ([args.ddp_model] if args.ddp_model else []):
+        nf_models.plan(m, args.size)  # a bad name fails here, before a pilot starts
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the tasks, then write and print the table."""
+    args = parse_args(argv)
+    out = Path(args.out) if args.out else REPO / "results" / "neuralforecast"
+    if args.table_only:
+        pilot = out / "pilot.json"
+        summary = json.loads(pilot.read_text()) if pilot.exists() else {"size": args.size, "partial": True}
+    else:
+        if out.exists():
+            shutil.rmtree(out)  # results of an earlier run must not fill this run's table
+        out.mkdir(parents=True)
+        summary = run_pilot(args, out)
+    rows = table_rows(out, args.models, args.ddp_model or None)
+    summary["rows"] = rows
+    (out / "pilot.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    paths = write_table(out, "metrics", rows, COLUMNS, preamble(summary))
+    print("\n" + paths["md"].read_text(), flush=True)
+    print(f"tables: {paths['md']} (.csv, .json); per model: {out}/<Model>.json; pilot: {out / 'pilot.json'}")
+    if args.publish:
+        dest = publish(out, args.size)
+        source = os.path.relpath(dest / "metrics.json", REPO / "docs")
+        rendered: list[Path] = []
+        if args.size == "paper":  # the docs quote the paper-size run; other sizes are only kept
+            rendered = render_docs(docs_table(rows, summary, source), [REPO / "docs" / "results.md"])
+            readme_source = os.path.relpath(dest / "metrics.json", REPO)
+            rendered += render_docs(docs_table(rows, summary, readme_source), [REPO / "README.md"])
+        print(
+            f"published under {dest.relative_to(REPO)}; rendered into {', '.join(str(p.relative_to(REPO)) for p in rendered) or 'nothing (no markers)'}"
+        )
+    failed = [
+        t
+        for phase in ("concurrent", "sequential")
+        for t in summary.get(phase, {}).get("tasks", [])
+        if t["exit_code"] != 0
+    ]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

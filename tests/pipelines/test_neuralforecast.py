@@ -1,0 +1,75 @@
+"""The paper's eleven NeuralForecast models fed by Deep RC (examples/pipelines/neuralforecast_models.py).
+
+The long-format preparation on 1 and 2 ranks (each series whole on one rank, time-ordered,
+the same values), and the whole pipeline at ``--quick`` size: eleven tasks plus NLinear on 2
+ranks in one real local pilot, every metric finite, the 2-rank model within tolerance of the
+1-rank one, and the hand-over copies counted (packing and NeuralForecast's own clone, no pandas).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.ranks import REPO, run_ranks
+
+BODIES = Path(__file__).parent / "nf_bodies.py"
+
+
+def test_long_format_is_partitioned_by_series(data_dir: Path) -> None:
+    from examples.pipelines import nf_data
+    from examples.pipelines.ett_data import EttConfig
+
+    one = nf_data.prepare(EttConfig(data_dir=data_dir / "ett"))
+    assert one.series == nf_data.SERIES and one.indptr.tolist() == [k * 14400 for k in range(8)]
+    assert one.temporal.shape == (7 * 14400, 2) and (one.temporal[:, 1] == 1).all()
+    mean, std = one.stats["OT"]
+    ot = one.y("OT")
+    assert abs(ot[:8640].mean()) < 1e-5 and abs(ot[:8640].std() - 1) < 1e-5  # training months only
+    assert abs(ot[8640:].mean()) > 0.05  # val/test were normalised with the training statistics
+    assert mean == pytest.approx(17.1, abs=0.2) and std > 1  # °C
+    results = run_ranks(BODIES, "long_format", 2, timeout=120, env={"DEEPRC_COMM": "tcp", "DEEPRC_DATA": str(data_dir)})
+    got = [r.value for r in results]
+    assert [g["series"] for g in got] == [["OT", "HULL", "MULL", "LULL"], ["HUFL", "MUFL", "LUFL"]]
+    for g in got:
+        assert g["ids_in_order"] == g["series"] and g["time_ordered"]
+        assert g["indptr"] == [k * 14400 for k in range(len(g["series"]) + 1)]
+        for name in g["series"]:  # the same values as on one rank: nothing lost or reordered
+            assert g["first_values"][name] == pytest.approx(float(one.y(name)[0]))
+            assert g["last_values"][name] == pytest.approx(float(one.y(name)[-1]))
+        assert g["copies"].get("pack") == 1 and "from-pandas" not in g["copies"]
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+@pytest.mark.launcher
+def test_eleven_models_in_one_pilot_quick(data_dir: Path, tmp_path: Path, deeprc_home: Path) -> None:
+    pytest.importorskip(
+        "neuralforecast", reason="neuralforecast is installed by ./dev setup (requirements/forecast.txt)"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO), DEEPRC_DATA=str(data_dir), DEEPRC_COMM_TIMEOUT="300")
+    cmd = [sys.executable, "-m", "examples.pipelines.neuralforecast_models", "--quick", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    from examples.pipelines.nf_models import PAPER_MODELS
+
+    rows = {r["model"]: r for r in json.loads((tmp_path / "metrics.json").read_text())}
+    assert set(rows) == {*PAPER_MODELS, "NLinear, DDP 2 ranks"}
+    for name, r in rows.items():
+        assert all(math.isfinite(r[k]) for k in ("mae", "mse", "mape", "ot_mae")), r
+        assert r["series"] == 7 and r["scored_points"] == 7 * 30 * 96, name  # every 96th test window, 7 series
+    one, two = rows["NLinear"], rows["NLinear, DDP 2 ranks"]
+    assert two["series_per_rank"] == [4, 3] and two["windows_per_rank"] * 2 == one["windows_per_rank"]
+    assert two["mae"] == pytest.approx(one["mae"], rel=0.05) and two["mse"] == pytest.approx(one["mse"], rel=0.05)
+    for r in rows.values():  # the rows went to NeuralForecast packed once and cloned once by it; no DataFrame
+        assert r["copies"]["count"] == {"pack": 1, "neuralforecast": 1}, r["copies"]
+    assert "search" in rows["AutoNHITS"] and rows["AutoNHITS"]["search"]["trials"] == 2
+    pilot = json.loads((tmp_path / "pilot.json").read_text())
+    assert pilot["concurrent"]["wall_s"] > 0 and len(pilot["concurrent"]["tasks"]) == 12
+    assert "MAE / paper" in (tmp_path / "metrics.md").read_text()
