@@ -3,9 +3,11 @@
     python bench/launch.py [--reps 3] [--pipelines 11] [--sequential-sample 2] [--full]
 
 1. The same trivial 2-rank gloo job (examples/launch_allreduce.py) under ``torchrun
-   --nproc-per-node 2``, ``mpirun -np 2 python``, ``deeprc-launch --ranks 2`` with its own
-   pilot (split into pilot start-up and the rest) and through a running pilot service
-   (``deeprc-launch up``): per-task overhead versus torchrun.
+   --nproc-per-node 2``, ``mpirun -np 2 python`` and ``deeprc-launch --ranks 2``: cold with an
+   own pilot (``--no-service``, broken down phase by phase: client session, pilot submission to
+   active, agent scheduling and launch, rank start, the job, session close), cold as by default
+   (no service up: the launch starts one that stays warm, ``--keep-warm``), and warm (through
+   that service): cold launch, warm launch and per-task overhead versus torchrun.
 2. The paper's multi-pipeline experiment at laptop scale: N pipelines (a 2-rank join, then a
    2-rank inference task) in one pilot versus one launch (one pilot) per pipeline, one after
    another. Sequential launches cost a pilot start-up each, so by default only
@@ -62,39 +64,87 @@ def timed(
     return dt, proc
 
 
-def _in_task_split(stderr: str) -> tuple[float, float] | None:
-    """(seconds from client start to the ranks' bootstrap, seconds the ranks ran) from a run's logs."""
-    m = re.search(r"logs of every rank: (\S+)/rank-<r>", stderr)
-    if not m:
-        return None
-    run = Path(m.group(1))
+def _rank_times(run_dir: Path) -> tuple[float, float] | None:
+    """(wall time the first rank published its address, wall time the last rank exited) of one run."""
     try:
-        started = min(p.stat().st_mtime for p in (run / "rendezvous").rglob("rank-*.json"))
-        ended = max(json.loads(p.read_text())["time"] for p in run.glob("rank-*.exit"))
+        started = min(p.stat().st_mtime for p in (run_dir / "rendezvous").rglob("rank-*.json"))
+        ended = max(json.loads(p.read_text())["time"] for p in run_dir.glob("rank-*.exit"))
     except (OSError, ValueError):
         return None
-    return started, ended - started
+    return started, ended
 
 
-def bench_overheads(reps: int, rows: list[dict[str, object]]) -> dict[str, float]:
-    """Part 1: the trivial job under each launcher, interleaved so that load drift hits all alike."""
+def _run_dir(stderr: str) -> Path | None:
+    m = re.search(r"logs of every rank: (\S+)/rank-<r>", stderr)
+    return Path(m.group(1)) if m else None
+
+
+def _stamp(stderr: str, pattern: str) -> float | None:
+    """Seconds since the client started of the first progress line matching ``pattern``."""
+    m = re.search(r"\[deeprc-launch\s+([\d.]+)s\] " + pattern, stderr)
+    return float(m.group(1)) if m else None
+
+
+def cold_phases(t0: float, total: float, stderr: str) -> dict[str, float]:
+    """The cold path of an own-pilot run (``-v``), phase by phase, from its progress lines and rank records."""
+    phases: dict[str, float] = {}
+    m = re.search(
+        r"pilot active after ([\d.]+)s \(client session ([\d.]+)s, task manager [^)]*?([\d.]+)s, "
+        r"pilot submitted to active ([\d.]+)s\)",
+        stderr,
+    )
+    submitted = _stamp(stderr, "pilot submitted")
+    active = _stamp(stderr, "pilot active")
+    running = _stamp(stderr, r"task \S+ running")
+    done = _stamp(stderr, r"logs of every rank")
+    if m:
+        phases["client start to RP session (imports, session, pilot manager)"] = submitted or 0.0
+        phases["  of which RP session + pilot manager"] = float(m.group(2))
+        phases["pilot submitted to active (agent bootstrap and components)"] = float(m.group(4))
+        phases["  of which task manager, overlapped with the bootstrap"] = float(m.group(3))
+    if active is not None and running is not None:
+        phases["pilot active to task executing (agent scheduling, launch)"] = running - active
+    run = _run_dir(stderr)
+    times = _rank_times(run) if run else None
+    if times and running is not None:
+        phases["task executing to ranks started (mpirun, bootstrap, rendezvous)"] = times[0] - t0 - running
+        phases["ranks ran (the job itself)"] = times[1] - times[0]
+        if done is not None:
+            phases["ranks exited to task reported done"] = done - (times[1] - t0)
+    if done is not None:
+        phases["session close"] = total - done
+    return {k: round(v, 2) for k, v in phases.items()}
+
+
+def bench_overheads(reps: int, rows: list[dict[str, object]]) -> dict[str, object]:
+    """Part 1: the trivial job cold (own pilot; auto-started service), warm, and under torchrun and mpirun."""
     script = str(EX / "launch_allreduce.py")
-    out: dict[str, float] = {}
+    out: dict[str, object] = {}
+    # Cold, own pilot closed at the end (the path before --keep-warm), phase by phase.
+    t0 = time.time()
+    dt, proc = timed([*CLI, "--no-service", "-v", "--ranks", "2", script])
+    phases = cold_phases(t0, dt, proc.stderr)
+    out["cold_own_pilot_s"], out["cold_own_pilot_phases_s"] = round(dt, 2), phases
+    rows.append({"part": "overhead", "case": "cold: own pilot (--no-service)", "rep": 0, "seconds": round(dt, 3)})
+    say(f"cold own pilot: {dt:.1f}s; phases {json.dumps(phases)}")
+    # Cold, the default: no service up, so the launch starts one that stays warm (--keep-warm).
+    dt, proc = timed([*CLI, "--keep-warm", "5", "--ranks", "2", script])
+    out["cold_keep_warm_s"] = round(dt, 2)
+    rows.append(
+        {"part": "overhead", "case": "cold: starts a warm service (default)", "rep": 0, "seconds": round(dt, 3)}
+    )
+    say(f"cold launch that starts a warm service: {dt:.1f}s")
     runs = {
         "torchrun": (
             [PY, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531", script],
             None,
         ),
         "mpirun": (["mpirun", "-np", "2", "--bind-to", "none", PY, script], MPI_ENV),
-        "deeprc-launch via service": ([*CLI, "--ranks", "2", script], None),
+        "deeprc-launch warm": ([*CLI, "--ranks", "2", script], None),
     }
-    t_up, _ = timed([*CLI, "up", "-q", "--walltime", "30"])
-    say(f"deeprc-launch up: {t_up:.1f}s")
-    out["service_up"] = t_up
     times: dict[str, list[float]] = {name: [] for name in runs}
     to_ranks: list[float] = []
     try:
-        timed(runs["deeprc-launch via service"][0])  # warm-up: the pilot's first task initialises its launcher
         for i in range(reps):
             for name, (cmd, env) in runs.items():
                 t0 = time.time()
@@ -102,34 +152,31 @@ def bench_overheads(reps: int, rows: list[dict[str, object]]) -> dict[str, float
                 times[name].append(dt)
                 rows.append({"part": "overhead", "case": name, "rep": i, "seconds": round(dt, 3)})
                 say(f"{name} rep {i}: {dt:.2f}s")
-                split = _in_task_split(proc.stderr) if name.startswith("deeprc") else None
-                if split:
-                    to_ranks.append(split[0] - t0)
+                run = _run_dir(proc.stderr) if name.startswith("deeprc") else None
+                rt = _rank_times(run) if run else None
+                if rt:
+                    to_ranks.append(rt[0] - t0)
                     rows.append(
                         {
                             "part": "overhead",
-                            "case": "service: client start to ranks started",
+                            "case": "warm: client start to ranks started",
                             "rep": i,
-                            "seconds": round(split[0] - t0, 3),
+                            "seconds": round(rt[0] - t0, 3),
                         }
                     )
     finally:
         t_down, _ = timed([*CLI, "down"])
         say(f"deeprc-launch down: {t_down:.1f}s")
-        out["service_down"] = t_down
-    for name in runs:
-        out[name] = statistics.median(times[name])
+    med = {name: statistics.median(v) for name, v in times.items()}
+    out["torchrun_s"], out["mpirun_s"], out["warm_s"] = (
+        round(med[k], 3) for k in ("torchrun", "mpirun", "deeprc-launch warm")
+    )
     if to_ranks:
-        out["service_client_start_to_ranks_s"] = statistics.median(to_ranks)
-    out["per_task_overhead_vs_torchrun"] = out["deeprc-launch via service"] - out["torchrun"]
-    # Own pilot: one run, split by the 'pilot active after' line.
-    dt, proc = timed([*CLI, "--no-service", "--ranks", "2", script])
-    m = re.search(r"pilot active after ([\d.]+)s", proc.stderr)
-    startup = float(m.group(1)) if m else float("nan")
-    rows.append({"part": "overhead", "case": "deeprc-launch own pilot (total)", "rep": 0, "seconds": round(dt, 3)})
-    rows.append({"part": "overhead", "case": "deeprc-launch own pilot (pilot start-up)", "rep": 0, "seconds": startup})
-    say(f"deeprc-launch own pilot: {dt:.2f}s total, pilot start-up {startup:.1f}s")
-    out["own_pilot_total"], out["own_pilot_startup"] = dt, startup
+        out["warm_client_start_to_ranks_s"] = round(statistics.median(to_ranks), 3)
+    out["per_task_overhead_vs_torchrun_s"] = round(med["deeprc-launch warm"] - med["torchrun"], 3)
+    out["cold_keep_warm_vs_torchrun_s"] = round(float(out["cold_keep_warm_s"]) - med["torchrun"], 2)  # type: ignore[arg-type]
+    out["cold_own_pilot_vs_torchrun_s"] = round(float(out["cold_own_pilot_s"]) - med["torchrun"], 2)  # type: ignore[arg-type]
+    out["goals"] = {"cold_le_torchrun_plus_s": 10, "warm_le_torchrun_plus_s": 1}
     return out
 
 

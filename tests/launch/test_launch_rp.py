@@ -184,6 +184,32 @@ def test_cli_own_pilot_failing_rank(deeprc_home: Path, tmp_path: Path) -> None:
     assert not (Path.home() / "radical.pilot.sandbox" / sid[0].rstrip(")")).exists()
 
 
+def test_keep_warm_service_starts_on_first_use_and_closes_when_idle(tmp_path: Path) -> None:
+    """With no service up, a launch starts one (like a build daemon); the next launch reuses it; it closes when idle."""
+    home = tmp_path / "home"
+    env = {"DEEPRC_HOME": str(home)}
+    args = ["--keep-warm", "0.2", "--ranks", "2", str(SCRIPTS / "print_wiring.py")]
+    first = run_cli(args, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "starting a pilot service that stays up 0.2 min" in first.stderr and "pilot service up" in first.stderr
+    t0 = time.monotonic()
+    second = run_cli(args, env=env)
+    warm_s = time.monotonic() - t0
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "submitting to the running pilot service" in second.stderr and "starting" not in second.stderr
+    assert json.loads(second.stdout.strip().splitlines()[-1])["world"] == 2
+    log = home / "service" / "service.log"
+    deadline = time.monotonic() + 180
+    while "closed" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(1)
+    text = log.read_text()
+    assert "idle for 12 s (no client, no task): closing" in text and "closed" in text, text[-2000:]
+    sid = re.findall(r"session (rp\.session\.[\w.-]+)\)", text)
+    assert sid and not leftovers(sid[0])
+    assert run_cli(["status"], env=env).returncode == 1  # no service any more
+    print(f"warm launch through the auto-started service: {warm_s:.2f}s")
+
+
 def _square(x: int) -> int:
     return x * x
 

@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder every rank starts in (default: the current one, as under torchrun; shared on a cluster)",
     )
     b.add_argument("--no-service", action="store_true", help="start an own pilot even if a service is up")
+    b.add_argument(
+        "--keep-warm",
+        type=float,
+        default=10.0,
+        metavar="MIN",
+        help="on this machine, with no service up: start one and keep its pilot MIN minutes after the last task, "
+        "so the next launch skips the pilot start (default 10; 0: an own pilot, closed at the end)",
+    )
     b.add_argument("-m", dest="module", default=None, help="run a module (python -m MODULE)")
     p.add_argument("target", nargs="?", help="script.py, or an executable")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the script")
@@ -225,6 +233,18 @@ def run_own_pilot(job: JobSpec, pilot: PilotSpec, ns: argparse.Namespace, rep: R
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def start_warm_service(pilot: PilotSpec, ns: argparse.Namespace, rep: Reporter) -> int:
+    """Start a local pilot service that closes itself after ``--keep-warm`` idle minutes (like a build daemon)."""
+    from .service import service_main
+
+    rep(f"starting a pilot service that stays up {ns.keep_warm:g} min after the last task (--keep-warm 0: no)")
+    args = ["up", "--idle-timeout", f"{ns.keep_warm * 60:g}", "--walltime", f"{ns.walltime:g}"]
+    args += ["--cores", str(pilot.cores)] if pilot.cores else []
+    args += ["--gpus", str(pilot.gpus)] if pilot.gpus is not None else []
+    args += ["-q"] if ns.quiet else ["-v"] * ns.verbose
+    return service_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``deeprc-launch`` console script."""
     argv = sys.argv[1:] if argv is None else argv
@@ -253,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         from .service import ServiceClient
 
         client = ServiceClient.connect()
+        if client is None and ns.keep_warm > 0:
+            code = start_warm_service(pilot, ns, rep)
+            if code:
+                return code
+            client = ServiceClient.connect()
         if client is not None:
             rep(f"submitting to the running pilot service ({client.socket_path})")
             return client.run(job, ns, rep)

@@ -63,7 +63,7 @@ def local_resource_config(cores: int | None = None, gpus: int | None = None) -> 
         "schemas": {"local": {"job_manager_endpoint": "fork://localhost", "filesystem_endpoint": "file://localhost"}},
         "default_remote_workdir": "$HOME",
         "resource_manager": "FORK",
-        "agent_config": "default",
+        "agent_config": AGENT_CONFIG,
         "agent_scheduler": "CONTINUOUS",
         "agent_spawner": "POPEN",
         "launch_methods": {"order": ["FORK", "MPIRUN"], "FORK": {}, "MPIRUN": {}},
@@ -81,17 +81,46 @@ def local_resource_config(cores: int | None = None, gpus: int | None = None) -> 
     }
 
 
-def write_local_config(cores: int | None = None, gpus: int | None = None, home: Path | None = None) -> Path:
-    """Write ``resource_deeprc.json`` and return the folder to use as ``RADICAL_CONFIG_USER_DIR``."""
-    base = (home or deeprc_home()) / "radical"
-    cfg_dir = user_config_dir(home)
-    cfg_dir.mkdir(parents=True, exist_ok=True)
-    path = cfg_dir / "resource_deeprc.json"
-    text = json.dumps({"local": local_resource_config(cores, gpus)}, indent=2)
+#: Name of the trimmed agent configuration the local pilot uses (``agent_deeprc.json``).
+AGENT_CONFIG = "deeprc"
+#: Bridges of RP's default agent that no deeprc-launch task uses: each is a process the agent
+#: starts one after another (about 1.5 s each on 2 cores) before the pilot becomes active.
+UNUSED_AGENT_BRIDGES = ("raptor_scheduling_queue",)
+
+
+def agent_config() -> dict[str, Any] | None:
+    """RP's default agent configuration without :data:`UNUSED_AGENT_BRIDGES` (None if RP's file is missing)."""
+    cfg_dir = _rp_config_dir()
+    try:
+        cfg = json.loads(_strip_comments((cfg_dir / "agent_default.json").read_text())) if cfg_dir else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    for name in UNUSED_AGENT_BRIDGES:
+        cfg.get("bridges", {}).pop(name, None)
+    return cfg
+
+
+def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text() != text:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(text)
         os.replace(tmp, path)
+
+
+def write_local_config(cores: int | None = None, gpus: int | None = None, home: Path | None = None) -> Path:
+    """Write ``resource_deeprc.json`` (and its trimmed agent config); return the ``RADICAL_CONFIG_USER_DIR``."""
+    base = (home or deeprc_home()) / "radical"
+    cfg_dir = user_config_dir(home)
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    resource = local_resource_config(cores, gpus)
+    agent = agent_config()
+    if agent is None:
+        resource["agent_config"] = "default"  # RP's own file is not where we look: use it unchanged
+    else:
+        _write_if_changed(cfg_dir / f"agent_{AGENT_CONFIG}.json", json.dumps(agent, indent=2))
+    _write_if_changed(cfg_dir / "resource_deeprc.json", json.dumps({"local": resource}, indent=2))
     return base
 
 

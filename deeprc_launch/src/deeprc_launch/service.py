@@ -86,7 +86,7 @@ class _Stop(BaseException):
 class PilotService:
     """The server: one PilotSession, tasks submitted over the socket."""
 
-    def __init__(self, pilot: PilotSpec, keep_sandbox: bool = False) -> None:
+    def __init__(self, pilot: PilotSpec, keep_sandbox: bool = False, idle_timeout: float = 0.0) -> None:
         from .session import PilotSession
 
         self.pilot_spec = pilot
@@ -98,6 +98,10 @@ class PilotService:
         self.started = time.time()
         self.sock: socket.socket | None = None
         self._owns_files = False
+        #: close after this many seconds without a client or a running task (0: never)
+        self.idle_timeout = idle_timeout
+        self._clients = 0
+        self._last_active = time.time()
 
     def log(self, msg: str) -> None:
         """One line in the service log (stdout is the log file)."""
@@ -199,12 +203,25 @@ class PilotService:
             try:
                 conn, _ = self.sock.accept()
             except TimeoutError:
+                if self._idle_for() > self.idle_timeout > 0:
+                    self.log(f"idle for {self.idle_timeout:g} s (no client, no task): closing")
+                    break
                 continue
+            self._last_active = time.time()  # a new client is activity even before its handler counts it
             threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
         if time.time() >= deadline:
             self.log("walltime reached")
         elif not self.session.alive and not self.stop.is_set():
             self.log("pilot is gone")
+
+    def _idle_for(self) -> float:
+        """Seconds since the last client left (0 while a client is connected or a task runs)."""
+        with self._lock:
+            busy = self._clients > 0
+        if busy or self._live_uids():
+            self._last_active = time.time()
+            return 0.0
+        return time.time() - self._last_active
 
     def _live_uids(self, uids: list[str] | None = None) -> list[str]:
         with self._lock:
@@ -237,6 +254,8 @@ class PilotService:
         problem, and any bytes at all leave the service serving.
         """
         mine: list[str] = []
+        with self._lock:
+            self._clients += 1
         try:
             creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
             _pid, uid, _gid = struct.unpack("3i", creds)
@@ -260,6 +279,9 @@ class PilotService:
         except OSError:
             pass
         finally:
+            with self._lock:
+                self._clients -= 1
+            self._last_active = time.time()
             live = self._live_uids(mine)
             if live and not self.stop.is_set():
                 self.log(f"client left: cancelling {live}")
@@ -315,7 +337,10 @@ class PilotService:
             try:
                 check_fits(job, self.pilot_spec)  # a job that can never be placed would wait forever
             except PreflightError as exc:
-                raise BadRequest(f"submit: {exc}") from None
+                raise BadRequest(
+                    f"submit: {exc}; that is the running pilot service's pilot (`deeprc-launch down`, then launch "
+                    "again for a bigger one)"
+                ) from None
             write_job_env(job.run_dir, job.run_id, job.env)  # creates the run folder 0700
             task = self.session.submit([task_description(job, self.pilot_spec.resource)])[0]
             with self._lock:
@@ -459,6 +484,13 @@ def _up(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="deeprc-launch up", description="start a pilot service that stays up")
     add_resource_options(p)
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the pilot")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="close after S seconds without a client or a task (default 0: only on down or walltime)",
+    )
     ns = p.parse_args(argv)
     rep = Reporter(-1 if ns.quiet else ns.verbose)
     if ns.resource_config:  # as for a run: known to RP before the pilot, and the serve uses its name
@@ -563,11 +595,12 @@ def _serve(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="deeprc_launch.service serve")
     add_resource_options(p)
     p.add_argument("--timeout", type=float, default=900.0)
+    p.add_argument("--idle-timeout", type=float, default=0.0)
     ns = p.parse_args(argv)
     pilot = PilotSpec(
         ns.resource or LOCAL_RESOURCE, ns.nodes, ns.cores, ns.gpus, ns.queue, ns.project, ns.walltime, ns.sandbox
     )
-    return PilotService(pilot, keep_sandbox=ns.keep_sandbox).serve()
+    return PilotService(pilot, keep_sandbox=ns.keep_sandbox, idle_timeout=ns.idle_timeout).serve()
 
 
 def service_main(argv: list[str]) -> int:

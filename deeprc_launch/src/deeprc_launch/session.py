@@ -88,6 +88,8 @@ class PilotSession:
         self.tmgr: Any = None
         self.pilot: Any = None
         self.started_s: float | None = None
+        #: seconds of each start-up phase (client session, task manager, pilot to active)
+        self.phases: dict[str, float] = {}
         self._closed = False
         self._lock = threading.Lock()
         self._task_callbacks: list[Callable[[Any, str], None]] = []
@@ -101,19 +103,28 @@ class PilotSession:
         t0 = time.monotonic()
         self.session = rp.Session()
         self.pmgr = rp.PilotManager(session=self.session)
-        self.tmgr = rp.TaskManager(session=self.session)
-        self.tmgr.register_callback(self._on_task)
+        self.phases["client session"] = time.monotonic() - t0
         pd = rp.PilotDescription(pilot_description(self.spec))
         self.progress(f"pilot submitted to {self.spec.resource} (session {self.session.uid})")
         self.pilot = self.pmgr.submit_pilots(pd)
         self.pilot.register_callback(self._on_pilot)
+        # The task manager's components start while the pilot's agent bootstraps, not before it.
+        t1 = time.monotonic()
+        self.tmgr = rp.TaskManager(session=self.session)
+        self.tmgr.register_callback(self._on_task)
         self.tmgr.add_pilots(self.pilot)
+        self.phases["task manager (overlapping the pilot's bootstrap)"] = time.monotonic() - t1
         state = self.pilot.wait(state=[rp.PMGR_ACTIVE, rp.FAILED, rp.CANCELED, rp.DONE], timeout=timeout)
         if state != rp.PMGR_ACTIVE:
             log = getattr(self.pilot, "log", None)
             raise PilotError(f"pilot ended in state {state} after {time.monotonic() - t0:.0f}s {log or ''}".strip())
         self.started_s = time.monotonic() - t0
-        self.progress(f"pilot active after {self.started_s:.1f}s")
+        self.phases["pilot submitted to active"] = self.started_s - self.phases["client session"]
+        self.progress(
+            f"pilot active after {self.started_s:.1f}s ("
+            + ", ".join(f"{k} {v:.1f}s" for k, v in self.phases.items())
+            + ")"
+        )
         return self
 
     def _on_pilot(self, pilot: Any, state: str) -> None:
