@@ -86,6 +86,32 @@ def forged_frame(direction: str) -> dict[str, Any]:
     return {**_caught(two), "t0": t0, "t_end": time.time()}
 
 
+# ----------------------------------------------------------- (i) a rank dies of an exception
+def _load_shard(rank: int) -> None:
+    raise ValueError(f"shard {rank} has 3 columns, expected 4")
+
+
+def uncaught_exception(dying: str) -> dict[str, Any]:
+    """Rank ``dying`` dies of an uncaught exception while the others wait in a collective."""
+    import sys
+
+    from deeprc_core import get_communicator
+
+    comm = get_communicator()
+    comm.barrier()
+    if comm.rank == int(dying):
+        try:
+            _load_shard(comm.rank)
+        except ValueError:
+            # What the interpreter does with an uncaught exception (the test runner catches every
+            # exception itself, so it is called here explicitly): the excepthook, then exit.
+            sys.excepthook(*sys.exc_info())
+            sys.stderr.flush()
+            os._exit(1)
+    t0 = time.time()
+    return {**_caught(lambda: comm.allgather(comm.rank)), "t0": t0, "t_end": time.time()}
+
+
 # ----------------------------------------------------------- (i) a corrupt row group
 def read_parquet_file(path: str) -> dict[str, Any]:
     """read_parquet of ``path`` and its global row count; what each rank was told if that fails."""

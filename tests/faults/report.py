@@ -179,6 +179,19 @@ def _core_hardening_rows(d: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                     test,
                 )
             )
+    for dying in (1, 0):
+        if i := d.get(f"i_uncaught_exception_rank{dying}"):
+            out.append(
+                (
+                    f"(i) rank {dying} of 3 dies of an uncaught `ValueError` while the others wait in a collective "
+                    f'(they were told only "rank {dying} failed or exited")',
+                    f"the others raised `CommError` within {_g(i['detection_s'] * 1000)} ms: `rank {dying} died of "
+                    "ValueError: shard ... (at .../bodies_core.py:LINE)` (the TCP communicator's excepthook tells "
+                    + ("rank 0, which relays it)" if dying else "every rank)"),
+                    "the job; every rank names the rank, the exception and where it was raised",
+                    test,
+                )
+            )
     if i := d.get("i_corrupt_row_group"):
         out.append(
             (

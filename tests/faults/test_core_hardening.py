@@ -164,6 +164,24 @@ def test_a_forged_frame_is_named_on_every_rank(direction: str, record: Any) -> N
     )
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("dying", [1, 0])
+def test_a_rank_that_dies_of_an_exception_is_named_with_it(dying: int, record: Any) -> None:
+    res = run_ranks(BODIES, "uncaught_exception", 3, env=TCP, timeout=90, args=(str(dying),), expect_failure=True)
+    assert res[dying].returncode == 1 and "ValueError: shard" in res[dying].stderr  # the traceback still printed
+    told = {r.rank: r.value["error"] for r in res if r.rank != dying}
+    for e in told.values():
+        assert e is not None and f"rank {dying} died of ValueError: shard {dying} has 3 columns, expected 4" in e, told
+        assert "bodies_core.py:" in e, told  # where it was raised
+    record(
+        f"i_uncaught_exception_rank{dying}",
+        fault=f"rank {dying} of 3 dies of an uncaught ValueError while the others wait in a collective",
+        detection_s=round(max(r.value["t_end"] - r.value["t0"] for r in res if r.rank != dying), 4),
+        told={str(k): v for k, v in told.items()},
+        lost="the job; every rank names the rank, the exception and where it was raised",
+    )
+
+
 def _corrupt_second_row_group(path: Path) -> None:
     table = pa.table({"id": pa.array(range(2000), pa.int64()), "v": pa.array([float(i) for i in range(2000)])})
     pq.write_table(table, path, row_group_size=1000)

@@ -15,7 +15,8 @@ Every later frame carries a MAC that is checked before its payload is unpickled.
 
 A peer that dies closes its socket; rank 0 notices, tells every other rank which rank
 was lost (or whose connection carried a frame that failed its MAC), and every rank raises
-:class:`CommError` — no rank waits forever.
+:class:`CommError` — no rank waits forever. A rank that dies of an uncaught exception first
+tells the others what it was and where it was raised (:func:`_report_uncaught`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ import os
 import pickle
 import selectors
 import socket
+import sys
 import time
+import traceback
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from .. import env_vars
@@ -101,6 +106,37 @@ def listen_address(host: str, port: int) -> tuple[socket.AddressFamily, Any]:
     return family, sockaddr
 
 
+#: Live communicators of this process, told by the excepthook when the process dies of an exception.
+_LIVE: weakref.WeakSet[TCPCommunicator] = weakref.WeakSet()
+_HOOKED = False
+
+
+def _install_report_hook() -> None:
+    """Chain :func:`_report_uncaught` in front of ``sys.excepthook`` (once per process)."""
+    global _HOOKED
+    if _HOOKED:
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+        _report_uncaught(kind, value, tb)
+        previous(kind, value, tb)
+
+    sys.excepthook = hook
+    _HOOKED = True
+
+
+def _report_uncaught(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    """Tell the other ranks of every live job why this process is dying, instead of a bare "rank N exited"."""
+    frames = traceback.extract_tb(tb) if tb is not None else []
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    for comm in list(_LIVE):
+        try:
+            comm._tell_peers(f"rank {comm.rank} died of {kind.__name__}: {value}{where}")
+        except BaseException:  # noqa: BLE001 - the process is exiting; never mask the original error
+            pass
+
+
 def _is_fail(msg: Any) -> bool:
     """Whether ``msg`` is a failure notice ``(_FAIL, kind, message)`` rather than a collective's data."""
     return isinstance(msg, tuple) and len(msg) == 3 and msg[0] == _FAIL
@@ -153,6 +189,8 @@ class TCPCommunicator(BaseCommunicator):
             local = is_loopback(host) if single_host is None else single_host
             key = job_secret(local, int(port)) if secret is None else secret
             self._connect(host, int(port), key)
+            _LIVE.add(self)
+            _install_report_hook()
 
     @property
     def rank(self) -> int:
@@ -483,8 +521,20 @@ class TCPCommunicator(BaseCommunicator):
             mine, lambda xs: [[xs[src][dst] for src in range(len(xs))] for dst in range(len(xs))]
         )
 
+    def _tell_peers(self, message: str) -> None:
+        """Send a failure notice: rank 0 to every rank, another rank to rank 0 (which relays it)."""
+        if self._broken is not None or self._size == 1:
+            return  # the others already know of the earlier failure
+        self._broken = message
+        if self._rank == 0:
+            self._fail_all(message, "error")
+        elif self._root is not None:
+            self._root.settimeout(1.0)
+            self._root.send(pickled((_FAIL, "error", message)))
+
     def close(self) -> None:
         """Close the sockets (also done at garbage collection)."""
+        _LIVE.discard(self)
         for sock in list(self._peers.values()) + [s for s in (self._root, self._server) if s is not None]:
             try:
                 sock.close()
