@@ -138,17 +138,26 @@ def _hand_written() -> dict[str, float]:
     return {r["model"]: r["mae"] for r in rows}
 
 
-def table_rows(out: Path, models: list[str], ddp_model: str | None) -> list[dict[str, Any]]:
+def naive_row(stride: int) -> dict[str, Any]:
+    """The last-value baseline on the same test windows (computed here, on one rank: no model to train)."""
+    from examples.pipelines import nf_data
+    from examples.pipelines.ett_data import EttConfig
+    from examples.pipelines.nf_task import naive_scores
+
+    data = nf_data.prepare(EttConfig("ETTh1", 96, 96, "M"))
+    return {"model": "naive (last value)", **naive_scores(data, 96, stride)}
+
+
+def table_rows(out: Path, models: list[str], ddp_model: str | None, size: str) -> list[dict[str, Any]]:
     """Table 3's rows from the tasks' JSON files (a model whose task failed shows dashes)."""
     hand = _hand_written()
-    rows = []
+    rows = [naive_row(nf_models.plan(models[0], size).test_stride)] if models else []
     names = [(m, m) for m in models] + ([(ddp_model, f"{ddp_model}-2ranks")] if ddp_model else [])
     for model, stem in names:
         path = out / f"{stem}.json"
         got = json.loads(path.read_text()) if path.exists() else {}
         paper = nf_models.PAPER_TABLE3.get(model, (None, None))
-        row = {"model": model if stem == model else f"{model}, DDP 2 ranks", **got}
-        row["model"] = model if stem == model else f"{model}, DDP 2 ranks"
+        row = {**got, "model": model if stem == model else f"{model}, DDP 2 ranks"}
         row["paper_mae"], row["paper_mse"] = paper
         if paper[0] is not None and "mae" in got:
             row["gap"] = got["mae"] / paper[0]
@@ -250,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(out)  # results of an earlier run must not fill this run's table
         out.mkdir(parents=True)
         summary = run_pilot(args, out)
-    rows = table_rows(out, args.models, args.ddp_model or None)
+    rows = table_rows(out, args.models, args.ddp_model or None, args.size)
     summary["rows"] = rows
     (out / "pilot.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     paths = write_table(out, "metrics", rows, COLUMNS, preamble(summary))

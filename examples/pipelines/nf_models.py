@@ -157,13 +157,17 @@ def _auto_nhits(p: ModelPlan, horizon: int, input_size: int, seed: int, strategy
         **trainer_kwargs(strategy, validate=True),
     )
 
+    def choose(trial: Any, name: str, options: list[list[int]]) -> list[int]:
+        got = trial.suggest_categorical(name, list(range(len(options))))  # optuna wants plain choices
+        return options[got] if isinstance(got, int) else options[0]  # NeuralForecast's probe returns the list
+
     def config(trial: Any) -> dict[str, Any]:
         pools = [[2, 2, 1], [1, 1, 1], [2, 2, 2], [4, 4, 4], [8, 4, 1], [16, 8, 1]]
         freqs = [[168, 24, 1], [24, 12, 1], [180, 60, 1], [60, 8, 1], [40, 20, 1], [1, 1, 1]]
         return {
             **fixed,
-            "n_pool_kernel_size": pools[trial.suggest_int("pool", 0, len(pools) - 1)],
-            "n_freq_downsample": freqs[trial.suggest_int("freq", 0, len(freqs) - 1)],
+            "n_pool_kernel_size": choose(trial, "pool", pools),
+            "n_freq_downsample": choose(trial, "freq", freqs),
             "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
         }
 

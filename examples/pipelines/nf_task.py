@@ -86,6 +86,16 @@ def score_sums(data: nf_data.NfData, forecasts: np.ndarray, horizon: int, stride
     return sums
 
 
+def naive_scores(data: nf_data.NfData, horizon: int, stride: int) -> dict[str, float]:
+    """The last-value forecast (each window's last observed value, repeated) scored like the models."""
+    _, test_size = data.sizes
+    n_windows = (test_size - horizon) // stride + 1
+    first_target = data.config.borders[1]
+    last = [data.y(name)[first_target - 1 : first_target - 1 + n_windows * stride : stride] for name in data.series]
+    forecasts = np.repeat(np.stack(last)[:, :, None], horizon, axis=2).reshape(-1)
+    return combine([score_sums(data, forecasts, horizon, stride)])
+
+
 def combine(parts: list[dict[str, dict[str, float]]]) -> dict[str, float]:
     """MAE, MSE and MAPE over every series and window, plus OT's, from the ranks' sums."""
     series = {name: s for part in parts for name, s in part.items()}
@@ -142,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with run.stage("predict"):
         model.set_test_size(test_size)
-        forecasts = np.asarray(model.predict(dataset, step_size=plan.test_stride)).reshape(-1)
+        got = np.asarray(model.predict(dataset, step_size=plan.test_stride))
+        # one column per output: the point forecast first (DeepAR adds its median and intervals)
+        forecasts = got[:, 0] if got.ndim == 2 else got
     predict_s = time.perf_counter() - t0
     sums = score_sums(data, forecasts, config.horizon, plan.test_stride)
     parts = run.comm.allgather(sums)

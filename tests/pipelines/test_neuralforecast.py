@@ -60,7 +60,10 @@ def test_eleven_models_in_one_pilot_quick(data_dir: Path, tmp_path: Path, deeprc
     from examples.pipelines.nf_models import PAPER_MODELS
 
     rows = {r["model"]: r for r in json.loads((tmp_path / "metrics.json").read_text())}
-    assert set(rows) == {*PAPER_MODELS, "NLinear, DDP 2 ranks"}
+    assert set(rows) == {"naive (last value)", *PAPER_MODELS, "NLinear, DDP 2 ranks"}
+    naive = rows.pop("naive (last value)")
+    assert naive["mae"] == pytest.approx(0.6099, abs=1e-3)  # the same windows as the models'
+    assert sum(r["mse"] < naive["mse"] for r in rows.values()) >= 3  # 8 steps: only some learn already
     for name, r in rows.items():
         assert all(math.isfinite(r[k]) for k in ("mae", "mse", "mape", "ot_mae")), r
         assert r["series"] == 7 and r["scored_points"] == 7 * 30 * 96, name  # every 96th test window, 7 series
