@@ -189,3 +189,46 @@ def test_socket_that_cannot_exist_fails_before_any_pilot(tmp_path: Path) -> None
     assert "cannot create the service socket" in log and "shorter path" in log
     assert "pilot submitted" not in log  # failed before the pilot: nothing to leak
     assert not (home / "service" / "state.json").exists()
+
+
+def test_idle_clock_runs_only_without_clients(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--keep-warm's idle timeout: a connected client stops the clock; it restarts when the client leaves."""
+    import time
+
+    monkeypatch.setenv("DEEPRC_HOME", str(tmp_path))
+    service = PilotService(PilotSpec(), idle_timeout=0.2)
+    service._last_active -= 10
+    assert service._idle_for() >= 10
+    a, b = socket.socketpair()
+    t = threading.Thread(target=service.handle, args=(b,), daemon=True)
+    t.start()
+    a.sendall(b'{"op": "status"}\n')
+    assert json.loads(a.makefile("rb").readline())["ok"]
+    assert service._idle_for() == 0.0  # a client is connected
+    a.close()
+    t.join(5)
+    time.sleep(0.3)
+    assert 0.2 < service._idle_for() < 5
+
+
+def test_jobspec_round_trips_through_the_bootstrap_arguments() -> None:
+    """The bootstrap's parser and the client's arguments come from one list (JOB_OPTIONS): nothing is lost."""
+    from deeprc_launch.bootstrap import JOB_OPTIONS, parse_args
+    from deeprc_launch.descriptions import bootstrap_arguments
+
+    job = JobSpec(
+        command=["python", "x.py", "--lr", "0.1"],
+        run_dir="/tmp/rt",
+        run_id="rt1",
+        backend="gloo",
+        framework="torch",
+        gpus_per_rank=0.5,
+        rendezvous_timeout=33.0,
+        cwd="/tmp/work dir",
+        env={"K": "v"},
+    )
+    args = bootstrap_arguments(job)
+    ns = parse_args(args[2:])
+    for opt in JOB_OPTIONS:
+        assert getattr(ns, opt.flag[2:].replace("-", "_")) == getattr(job, opt.field), opt
+    assert ns.command == job.command and ns.env_file == "/tmp/rt/job-env.json" and "K=v" not in args

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from .runfiles import private_dir, read_job_env, read_job_secret, write_job_secret
@@ -47,23 +48,43 @@ BOOTSTRAP_FAILED = 97
 HEARTBEAT_S = 2.0
 
 
+@dataclass(frozen=True)
+class JobOption:
+    """One bootstrap option that carries a :class:`~deeprc_launch.descriptions.JobSpec` field."""
+
+    flag: str
+    field: str
+    type: type
+    default: object
+    help: str = ""
+    required: bool = False
+
+
+#: The job's fields the bootstrap receives: its parser and the client's arguments
+#: (:func:`deeprc_launch.descriptions.bootstrap_arguments`) are both made from this one list.
+JOB_OPTIONS = (
+    JobOption("--run-dir", "run_dir", str, None, "folder for logs and port agreement (shared across nodes)", True),
+    JobOption("--run-id", "run_id", str, ""),
+    JobOption("--backend", "backend", str, "auto"),
+    JobOption("--framework", "framework", str, "auto"),
+    JobOption("--gpus-per-rank", "gpus_per_rank", float, 0.0),
+    JobOption("--rendezvous-timeout", "rendezvous_timeout", float, 120.0),
+    JobOption("--chdir", "cwd", str, None, "folder the command starts in (the caller's, as under torchrun)"),
+)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Parse the bootstrap's options; everything after ``--`` is the user's command."""
     if "--" not in argv:
         raise SystemExit("usage: python -m deeprc_launch.bootstrap [options] -- command ...")
     split = argv.index("--")
     p = argparse.ArgumentParser(prog="deeprc_launch.bootstrap")
-    p.add_argument("--run-dir", required=True, help="folder for logs and port agreement (shared across nodes)")
-    p.add_argument("--run-id", default="")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--framework", default="auto")
-    p.add_argument("--gpus-per-rank", type=float, default=0.0)
-    p.add_argument("--rendezvous-timeout", type=float, default=120.0)
+    for opt in JOB_OPTIONS:
+        p.add_argument(opt.flag, type=opt.type, default=opt.default, required=opt.required, help=opt.help)
     p.add_argument("--comm-timeout", type=float, default=None)
     p.add_argument("--host", default=None, help="address every rank publishes (a local pilot uses 127.0.0.1)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--env-file", default=None, help="0600 JSON file with the job's --env values (not on argv)")
-    p.add_argument("--chdir", default=None, help="folder the command starts in (the caller's, as under torchrun)")
     ns = p.parse_args(argv[:split])
     ns.command = argv[split + 1 :]
     if not ns.command:

@@ -235,7 +235,7 @@ def run_own_pilot(job: JobSpec, pilot: PilotSpec, ns: argparse.Namespace, rep: R
 
 def start_warm_service(pilot: PilotSpec, ns: argparse.Namespace, rep: Reporter) -> int:
     """Start a local pilot service that closes itself after ``--keep-warm`` idle minutes (like a build daemon)."""
-    from .service import service_main
+    from .service_commands import service_main
 
     rep(f"starting a pilot service that stays up {ns.keep_warm:g} min after the last task (--keep-warm 0: no)")
     args = ["up", "--idle-timeout", f"{ns.keep_warm * 60:g}", "--walltime", f"{ns.walltime:g}"]
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``deeprc-launch`` console script."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("up", "status", "down"):
-        from .service import service_main
+        from .service_commands import service_main
 
         return service_main(argv)
     ns = parse(argv)
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deeprc-launch: {exc}", file=sys.stderr)
         return exc.code
     if not ns.no_service and ns.resource is None:
-        from .service import ServiceClient
+        from .service_client import ServiceClient
 
         client = ServiceClient.connect()
         if client is None and ns.keep_warm > 0:

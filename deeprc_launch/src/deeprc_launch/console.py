@@ -1,7 +1,7 @@
 """What every ``deeprc-launch`` command prints and exits with: progress lines, the run report, exit codes.
 
 Shared by the one-shot run (:mod:`deeprc_launch.cli`) and the pilot service
-(:mod:`deeprc_launch.service`), so that neither imports the other.
+(:mod:`deeprc_launch.service_client`), so that neither imports the other.
 """
 
 from __future__ import annotations

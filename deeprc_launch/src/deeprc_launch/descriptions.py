@@ -131,12 +131,14 @@ def pilot_description(pilot: PilotSpec) -> dict[str, Any]:
 
 
 def bootstrap_arguments(job: JobSpec) -> list[str]:
-    """Arguments of ``python -m deeprc_launch.bootstrap ... -- command`` for this job."""
-    args = ["-m", "deeprc_launch.bootstrap", "--run-dir", job.run_dir, "--run-id", job.run_id]
-    args += ["--backend", job.backend, "--framework", job.framework, "--gpus-per-rank", f"{job.gpus_per_rank:g}"]
-    args += ["--rendezvous-timeout", f"{job.rendezvous_timeout:g}"]
-    if job.cwd:
-        args += ["--chdir", job.cwd]
+    """Arguments of ``python -m deeprc_launch.bootstrap ... -- command`` for this job (from its JOB_OPTIONS)."""
+    from .bootstrap import JOB_OPTIONS
+
+    args = ["-m", "deeprc_launch.bootstrap"]
+    for opt in JOB_OPTIONS:
+        value = getattr(job, opt.field)
+        if value is not None and value != "":
+            args += [opt.flag, f"{value:g}" if isinstance(value, float) else str(value)]
     if job.env:
         # Never on a command line (`ps` shows it to every user): a 0600 file the client writes
         # (runfiles.write_job_env) before it submits the task.
