@@ -120,12 +120,14 @@ def batches(path: str) -> dict[str, Any]:
     e = GlobalTable.from_arrow(full.local.slice(0, 0 if r == 1 else 100))
     t0 = time.monotonic()
     try:
-        TableBatches(e, FEATURES, "OT", 32)
+        TableBatches(e, FEATURES, "OT", 32, even="drop")
         out["empty_drop"] = None
     except d.DeepRCError as exc:
         out["empty_drop"] = (type(exc).__name__, str(exc), time.monotonic() - t0)
     reb = TableBatches(e, FEATURES, "OT", 32, even="rebalance")
     out["empty_rebalance"] = (reb.num_batches, reb.table.local_num_rows)
+    auto = TableBatches(e, FEATURES, "OT", 32)  # the default, even='auto', moves rows onto the empty rank
+    out["empty_auto"] = (auto.even, auto.num_batches, auto.table.local_num_rows)
     return out
 
 
@@ -181,3 +183,38 @@ def numpy_adapter(n_rows: str) -> dict[str, Any]:
         "pred": got.pred,
         "total": table.num_rows,
     }
+
+
+def balance_and_shard() -> dict[str, Any]:
+    """Window balancing, even='auto' on an ordered split, GlobalTable.shard, NaN features (every rank)."""
+    comm = d.get_communicator()
+    r = comm.rank
+    n = 1000
+    whole = pa.table({"v": np.arange(n, dtype=np.float32), "w": np.arange(n, dtype=np.float32) * 2})
+    table = GlobalTable.shard(whole)  # every rank holds the whole frame; each keeps its share
+    out: dict[str, Any] = {"shard": (table.row_offset, table.local_num_rows, float(table.local.column("v")[0].as_py()))}
+    try:
+        GlobalTable.shard(whole.slice(0, n - r))  # frames of different sizes: an error on every rank
+        out["shard_mismatch"] = None
+    except ValueError as exc:
+        out["shard_mismatch"] = str(exc)
+    # an ordered 80/20 split puts the validation rows on the last rank(s); auto spreads both parts
+    train, val = table.split([0.8, 0.2])
+    tb = TableBatches(train, ["v", "w"], "v", 32, shuffle=False)
+    vb = TableBatches(val, ["v", "w"], "v", 32, shuffle=False)
+    out["train"] = (tb.even, tb.num_samples, [int(i) for b in tb.epoch(0) for i in b.index])
+    out["val"] = (vb.even, vb.num_samples, [int(i) for b in vb.epoch(0) for i in b.index])
+    # windows balanced as windows: every start of the global table on exactly one rank, counts within one
+    wb = TableBatches(table, ["v"], "v", 16, window=(10, 5), even="rebalance", shuffle=False)
+    out["windows"] = (wb.num_samples, [int(i) for b in wb.epoch(0) for i in b.index])
+    # NaN in a feature: a clear error on every rank, naming the column and the count
+    bad = whole.set_column(1, "w", pa.array(np.where(np.arange(n) % 250 == 7, np.nan, 1.0).astype(np.float32)))
+    try:
+        TableBatches(GlobalTable.shard(bad), ["v", "w"], "v", 32)
+        out["nan"] = None
+    except (ValueError, RankFailedError) as exc:
+        out["nan"] = str(exc)
+    # a NaN target is skipped and counted
+    nt = whole.set_column(0, "v", pa.array(np.where(np.arange(n) % 100 == 3, np.nan, 1.0).astype(np.float32)))
+    out["nan_target"] = TableBatches(GlobalTable.shard(nt), ["w"], "v", 32).nan_target_skipped
+    return out

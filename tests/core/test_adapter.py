@@ -62,7 +62,7 @@ def test_tables_and_functions_resolve_and_wrong_types_name_what_is_accepted() ->
 
 def _plan(counts: list[int], even: str) -> types.SimpleNamespace:
     plan = BatchPlan(counts[0], 4, EchoComm(0, len(counts), counts=counts), even=even)  # type: ignore[arg-type]
-    return types.SimpleNamespace(plan=plan)
+    return types.SimpleNamespace(plan=plan, even=even, window=None, nan_target_skipped=0)
 
 
 def test_plan_warnings_say_what_is_skipped_or_repeated_once_in_one_text() -> None:

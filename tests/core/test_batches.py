@@ -206,3 +206,25 @@ def test_policies_windows_and_global_shuffle_on_real_ranks(etth1: Path, one_rank
         kind, msg, elapsed = v["empty_drop"]
         assert kind == "DeepRCError" and "rank(s) [1]" in msg and elapsed < 10
         assert v["empty_rebalance"][1] > 0
+        assert v["empty_auto"][0] == "rebalance" and v["empty_auto"][2] > 0
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_default_split_windows_shard_and_nan_on_real_ranks(n: int) -> None:
+    """even='auto' spreads an ordered split; windows balance as windows; shard; NaN features fail every rank."""
+    res = [r.value for r in run_ranks(BODIES, "balance_and_shard", n, launcher="env", timeout=150)]
+    rows = 1000
+    assert [v["shard"][:2] for v in res] == [(rows * r // n, rows * (r + 1) // n - rows * r // n) for r in range(n)]
+    assert all("same whole frame" in v["shard_mismatch"] for v in res)
+    for split, size in (("train", 800), ("val", 200)):
+        assert {v[split][0] for v in res} == {"rebalance"}
+        counts = [v[split][1] for v in res]
+        assert max(counts) - min(counts) <= 1 and all(c > 0 for c in counts), counts
+        ids = sorted(i for v in res for i in v[split][2])
+        assert len(ids) == len(set(ids)) and len(ids) >= size - n, (split, len(ids))
+    starts = [v["windows"][0] for v in res]
+    assert sum(starts) == rows - 15 + 1 and max(starts) - min(starts) <= 1, starts
+    assert sorted(i for v in res for i in v["windows"][1]) == list(range(rows - 14)), "every window once"
+    for v in res:
+        assert "feature column 'w' has" in v["nan"] and "NaN/inf" in v["nan"], v["nan"]
+        assert v["nan_target"] == 10

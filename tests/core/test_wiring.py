@@ -77,6 +77,16 @@ def test_torchrun() -> None:
     assert (w.master_addr, w.master_port) == ("10.0.0.1", 1234)
 
 
+def test_lightning_launcher_without_rank() -> None:
+    """`python train.py` with Trainer(strategy="ddp", devices=2): Lightning sets LOCAL_RANK, NODE_RANK, WORLD_SIZE."""
+    env = {"LOCAL_RANK": "1", "NODE_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "4"}
+    w = detect_wiring(env)
+    assert (w.source, w.rank, w.world_size, w.local_rank, w.node_rank) == ("lightning", 1, 2, 1, 0)
+    assert detect_wiring({**env, "RANK": "1"}).source == "torchrun"  # torchrun always sets RANK
+    with pytest.raises(WiringError, match="NODE_RANK=1.*Trainer"):
+        detect_wiring({**env, "NODE_RANK": "1"})
+
+
 def test_torchrun_wins_over_mpi() -> None:
     env = {"RANK": "1", "WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_SIZE": "2"}
     assert detect_wiring(env).source == "torchrun"
@@ -283,7 +293,7 @@ def _record_env(launcher: launchers.Launcher, rank: int = 1, size: int = 4) -> d
     if launcher.local_size:
         env[launcher.local_size[0]] = "2"
     for alternatives in launcher.also_needs:
-        env[alternatives[0]] = "0"
+        env.setdefault(alternatives[0], "0")
     return env
 
 
@@ -295,7 +305,7 @@ def test_every_record_of_the_launcher_table_is_detected_and_read(launcher: launc
         env.update({"MASTER_ADDR": "n0", "MASTER_PORT": "29500", "DEEPRC_MASTER_ADDR": "n0"})
     w = detect_wiring(env)
     assert (w.source, w.rank, w.world_size) == (launcher.name, 1, 4)
-    if launcher.local_rank and launcher is not launchers.RADICAL:
+    if launcher.local_rank and launcher.local_size and launcher is not launchers.RADICAL:
         assert (w.local_rank, w.local_world_size) == (1, 2)
     assert launcher.detect(env) and launchers.BY_NAME[launcher.name] is launcher
 

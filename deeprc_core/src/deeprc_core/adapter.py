@@ -22,7 +22,7 @@ import os
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 from .errors import DeepRCError
 from .readers import read_csv, read_ipc, read_parquet
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from .batches import TableBatches
 
 #: A table, a file or folder (Parquet, CSV, Arrow IPC/Feather), or a function returning a table.
-Source = Union[GlobalTable, str, "os.PathLike[str]", Callable[[], GlobalTable]]
+#: ``os.PathLike`` is left unsubscripted on purpose: LightningCLI (jsonargparse) then takes a path
+#: given for it as a path, where ``os.PathLike[str]`` made it read the file and pass its contents.
+Source = GlobalTable | str | os.PathLike | Callable[[], GlobalTable]  # type: ignore[type-arg]
 
 #: What :func:`resolve_source` accepts, in the words of its error message.
 ACCEPTED = (
@@ -85,12 +87,17 @@ def resolve_source(source: Source, what: str) -> GlobalTable:
         return table
     hint = ""
     if type(source).__module__.startswith(("pyarrow", "pandas")):
-        hint = " (wrap this rank's part with deeprc_core.GlobalTable.from_arrow(...) first)"
+        kind = "from_pandas" if type(source).__module__.startswith("pandas") else "from_arrow"
+        hint = (
+            f" (the same whole frame on every rank: deeprc_core.GlobalTable.shard(frame) splits it over the ranks; "
+            f"only this rank's part: deeprc_core.GlobalTable.{kind}(frame))"
+        )
     raise TypeError(f"{what}: source must be {ACCEPTED}, not {type(source).__name__}{hint}")
 
 
 def warn_plan(batches: TableBatches, what: str) -> None:
-    """Warn once (rank 0) when the plan skips (even='drop') or repeats (even='pad') samples every epoch.
+    """Warn once (rank 0) when the plan skips (even='drop') or repeats (even='pad') samples every epoch,
+    and when ``dropna_target`` skips samples whose target is NaN.
 
     Uneven partitions never train silently short or silently weighted: the message gives
     the per-rank counts and the policy to switch to.
@@ -99,19 +106,26 @@ def warn_plan(batches: TableBatches, what: str) -> None:
     if plan.rank != 0:
         return
     total = sum(plan.counts)
+    unit = "windows" if batches.window is not None else "samples"
+    if batches.nan_target_skipped:
+        warnings.warn(
+            f"{what}: dropna_target=True skips {batches.nan_target_skipped} {unit} whose target is NaN "
+            f"({total} remain)",
+            stacklevel=3,
+        )
     if plan.even == "drop":
-        dropped = total - sum(min(c, plan.num_batches * plan.batch_size) for c in plan.counts)
+        dropped = plan.dropped_total
         if dropped:
             warnings.warn(
-                f"{what}: even='drop' skips {dropped} of {total} samples ({100 * dropped / total:.1f}%) every epoch "
-                f"because the ranks hold {list(plan.counts)} samples; use even='rebalance' (moves rows once) or "
-                "even='pad' to use them all",
+                f"{what}: even={batches.even!r} skips {dropped} of {total} {unit} ({100 * dropped / total:.1f}%) "
+                f"every epoch because the ranks hold {list(plan.counts)}; even='rebalance' moves rows once so "
+                f"every rank holds an equal share of {unit}, even='pad' repeats {unit} instead",
                 stacklevel=3,
             )
     elif plan.even == "pad" and (repeated := sum(max(plan.samples_per_epoch - c, 0) for c in plan.counts)):
         # every rank fills samples_per_epoch positions (the same on all ranks)
         warnings.warn(
-            f"{what}: even='pad' repeats {repeated} samples every epoch (the ranks hold "
+            f"{what}: even='pad' repeats {repeated} {unit} every epoch (the ranks hold "
             f"{list(plan.counts)}); the repeats are marked in each batch's padding mask. Use even='rebalance' "
             "to move rows instead",
             stacklevel=3,

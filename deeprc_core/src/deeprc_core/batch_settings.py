@@ -14,8 +14,10 @@ keyword            default      meaning
                                 ``"global"`` (rows move across ranks every epoch) or ``False``;
                                 evaluation splits are never shuffled
 ``seed``           ``0``        shuffles depend only on it and the epoch
-``even``           ``"drop"``   ``"drop"``, ``"pad"`` or ``"rebalance"``: how uneven partitions
-                                still give every rank the same number of batches
+``even``           ``"auto"``   ``"auto"``, ``"drop"``, ``"pad"`` or ``"rebalance"``: how uneven
+                                partitions still give every rank the same number of batches
+                                (``"auto"``: drop when that skips at most one sample a rank, else
+                                rebalance; see :mod:`deeprc_core.plan`)
 ``window``         ``None``     ``(input_len, horizon[, stride])``, a dict or a
                                 :class:`~deeprc_core.windows.Window`: batches of windows
 ``eval_window``    ``None``     the window of evaluation splits (default: ``window``)
@@ -31,9 +33,10 @@ keyword            default      meaning
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, get_type_hints
 
 import numpy as np
 
@@ -64,6 +67,35 @@ class BatchOptions(TypedDict, total=False):
     stack_ahead: int
 
 
+#: What the signature shows for a default the record stores normalised (``shuffle=True`` is ``"local"``).
+_SHOWN_DEFAULTS: dict[str, Any] = {"shuffle": True, "dtype": "float32"}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_batch_options(func: F) -> F:
+    """Show the batch settings in ``func``'s signature in place of its ``**options: Unpack[BatchOptions]``.
+
+    ``help()``, IDEs and LightningCLI (jsonargparse reads ``inspect.signature``) then list
+    every setting with its type and default, all taken from :class:`BatchSettings`, so an
+    adapter entry point still declares none of them itself.
+    """
+    sig = inspect.signature(func)
+    params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    hints = get_type_hints(BatchOptions)
+    params += [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=_SHOWN_DEFAULTS.get(f.name, f.default),
+            annotation=hints[f.name],
+        )
+        for f in fields(BatchSettings)
+    ]
+    func.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    return func
+
+
 def as_numpy_dtype(dtype: Any) -> np.dtype:
     """A numpy dtype from a numpy, torch (``torch.float32``) or TensorFlow (``tf.float32``) dtype, or a name."""
     numpy_of_tf = getattr(dtype, "as_numpy_dtype", None)
@@ -81,7 +113,7 @@ class BatchSettings:
 
     shuffle: ShuffleMode = "local"
     seed: int = 0
-    even: EvenPolicy = "drop"
+    even: EvenPolicy = "auto"
     window: Window | None = None
     #: the window of evaluation splits (val/test/predict); ``window`` when not given
     eval_window: Window | None = None
@@ -99,7 +131,7 @@ class BatchSettings:
         if unknown:
             raise TypeError(f"{what}: unknown keyword(s) {unknown}; the batch settings are {known}")
         o = dict(options)
-        even = o.get("even", "drop")
+        even = o.get("even", "auto")
         if even not in EVEN_POLICIES:
             raise ValueError(f"{what}: even={even!r}: choose one of {EVEN_POLICIES}")
         readonly = o.get("readonly", "auto")

@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from .comm import agree
 from .copies import record_copy
-from .errors import SchemaError, ZeroCopyError
+from .errors import DeepRCError, SchemaError, ZeroCopyError
 from .plan import (
     BatchPlan,
     EvenPolicy,
@@ -50,7 +50,7 @@ from .plan import (
 from .stacking import ColumnStack, Pending, StackAhead
 from .table import GlobalTable, check_columns
 from .views import aligned_copy, column_view, is_aligned, pack_columns, sliding_windows, take_rows
-from .windows import Window, with_halo
+from .windows import Window, window_bounds, with_halo
 
 ROW_ID = "__deeprc_row__"
 #: Bytes of features one copy stacks from separate columns: that many batches' worth at once (at
@@ -216,6 +216,22 @@ def _rows_without_nan(y: np.ndarray) -> np.ndarray | None:
     return np.flatnonzero(keep)
 
 
+def _nonfinite_count(col: pa.ChunkedArray) -> int:
+    """NaN and +-inf values in a float column, or a fixed-size list of floats (0 for integers): one scan."""
+    import pyarrow.compute as pc
+
+    values = col
+    while pa.types.is_fixed_size_list(values.type) or isinstance(values.type, pa.BaseExtensionType):
+        if isinstance(values.type, pa.BaseExtensionType):
+            values = pa.chunked_array([c.storage for c in values.chunks], values.type.storage_type)
+        else:
+            values = pa.chunked_array([c.flatten() for c in values.chunks], values.type.value_type)
+    if not pa.types.is_floating(values.type) or len(values) == 0:
+        return 0
+    finite = pc.sum(pc.is_finite(values)).as_py() or 0
+    return len(values) - values.null_count - int(finite)
+
+
 def _global_ids(rows: slice | np.ndarray, first: int, ids: np.ndarray | None, offset: int) -> np.ndarray:
     """Global sample ids of local samples ``rows``.
 
@@ -272,7 +288,7 @@ class TableBatches:
         *,
         shuffle: bool | str = False,
         seed: int = 0,
-        even: EvenPolicy = "drop",
+        even: EvenPolicy = "auto",
         drop_last: bool = False,
         window: Window | Sequence[int] | dict[str, Any] | None = None,
         dropna_target: bool = True,
@@ -300,26 +316,69 @@ class TableBatches:
         except (SchemaError, ZeroCopyError, ValueError) as exc:
             err = exc
         agree(self.comm, err, f"{what} setup")
+        #: the policy in force: ``even``, with ``"auto"`` resolved to ``"drop"`` or ``"rebalance"``
+        self.even: EvenPolicy = even
+        self._drop_last = drop_last
         if even == "rebalance":
-            source = source.rebalance()
+            source = self._rebalanced(source)
         self._base = source
         self._shuffled_epoch: int | None = None
-        if self.shuffle == "global":
+        if self.shuffle == "global":  # its exchange leaves the rows balanced already
             self._base = source.with_column(ROW_ID, pa.array(np.arange(source.local_num_rows) + source.row_offset))
             self._load(self._base.global_shuffle(self.seed, 0))
             self._shuffled_epoch = 0
         else:
             self._load(source)
-        self.plan = BatchPlan(
+        self._count_nan_targets()
+        if even == "auto":
+            self.even = "drop"
+            plan = None if self.shuffle == "global" else self._auto_plan()
+            if plan is None and self.shuffle != "global":  # 'drop' would skip samples that moving rows keeps
+                self.even = "rebalance"
+                self._base = self._rebalanced(source)
+                self._load(self._base)
+                self._count_nan_targets()
+            self.plan = plan or self._make_plan()
+        else:
+            self.plan = self._make_plan()
+
+    def _make_plan(self) -> BatchPlan:
+        return BatchPlan(
             self.num_samples,
             self.batch_size,
             self.comm,
-            even="drop" if even == "rebalance" else even,
+            even="pad" if self.even == "pad" else "drop",
             shuffle="local" if self.shuffle == "local" else False,
             seed=self.seed,
-            drop_last=drop_last,
-            what=what,
+            drop_last=self._drop_last,
+            what=self.what,
         )
+
+    def _auto_plan(self) -> BatchPlan | None:
+        """The 'drop' plan when it skips at most one sample per rank, else None (rebalance instead).
+
+        The counts are agreed, so every rank returns alike.
+        """
+        try:
+            plan = self._make_plan()
+        except DeepRCError:  # a rank could not fill one batch
+            return None
+        return plan if plan.dropped_total <= self.comm.size else None
+
+    def _rebalanced(self, source: GlobalTable) -> GlobalTable:
+        """``source`` with equal shares of samples on every rank: rows, or window starts with a window."""
+        if self.window is None:
+            return source.rebalance()
+        return source.rebalance(window_bounds(source.num_rows, source.world_size, self.window))
+
+    def _count_nan_targets(self) -> None:
+        """Agree how many samples ``dropna_target`` skips (reported by :func:`deeprc_core.adapter.warn_plan`)."""
+        if self.target is None:
+            self.nan_target_skipped = 0
+            return
+        local = self._nan_windows if self.window is not None else self._n_candidates - self.num_samples
+        #: samples skipped on all ranks because their target is NaN (dropna_target)
+        self.nan_target_skipped = int(self.comm.allreduce_int([local])[0])
 
     # ---------------------------------------------------------------- setup
     def _validate(self, source: GlobalTable) -> None:
@@ -341,6 +400,14 @@ class TableBatches:
                 raise ZeroCopyError(
                     f"{self.what}: column {c!r} has {col.null_count} null(s) on rank {source.rank}; "
                     "fill or drop them first (pyarrow.compute.fill_null, GlobalTable.filter)"
+                )
+        for c in _as_names(self.features):
+            bad = _nonfinite_count(source.local.column(c))
+            if bad:
+                raise ValueError(
+                    f"{self.what}: feature column {c!r} has {bad} NaN/inf value(s) on rank {source.rank} "
+                    f"(of {source.local_num_rows} rows); they would train to loss=nan. Fill them, or drop "
+                    f"those rows first: table.filter(pyarrow.compute.is_finite(table.local.column({c!r})))"
                 )
         if self.window is not None and self.window.group is not None:
             check_columns(source.local, [self.window.group], f"{self.what} window group")
@@ -377,6 +444,8 @@ class TableBatches:
             self._ids = local.column(ROW_ID).to_numpy() if ROW_ID in local.column_names else None
             self._starts: np.ndarray | None = None
             self.num_samples = table.local_num_rows if self._valid is None else len(self._valid)
+            self._n_candidates = table.local_num_rows
+            self._nan_windows = 0
             return
         # Candidate windows start at global rows that are multiples of the stride.
         first = (-table.row_offset) % w.stride
@@ -395,9 +464,13 @@ class TableBatches:
         if w.group is not None and n_starts:
             g = local.column(w.group).to_numpy()  # ChunkedArray.to_numpy takes no arguments on pyarrow < 13
             keep &= g[starts] == g[starts + w.span - 1]
+        self._nan_windows = 0
         if self._y is not None and self.dropna_target and n_starts:
-            keep &= ~np.isnan(self._y.reshape(n_starts, -1)).any(axis=1)
+            clean = ~np.isnan(self._y.reshape(n_starts, -1)).any(axis=1)
+            self._nan_windows = int(np.count_nonzero(keep & ~clean))
+            keep &= clean
         self._valid = None if keep.all() else np.flatnonzero(keep)
+        self._n_candidates = n_starts
         self._ids = None
         self._starts = starts
         self.num_samples = n_starts if self._valid is None else len(self._valid)

@@ -9,7 +9,9 @@ to agree a rendezvous). Adding a launcher is one record here, plus its tests in
 Records, in the order they are tried (a job started by several, e.g. ``srun`` inside a
 RADICAL-Pilot task, is named by the first one that matches):
 
-* ``deeprc`` (``deeprc-launch``), ``torchrun``, ``radical`` (RADICAL-Pilot's ``RP_RANK``):
+* ``deeprc`` (``deeprc-launch``), ``lightning`` (Lightning's own launcher: ``python train.py``
+  with ``Trainer(strategy="ddp", devices=N)`` sets ``LOCAL_RANK``, ``NODE_RANK`` and
+  ``WORLD_SIZE`` but no ``RANK``), ``torchrun``, ``radical`` (RADICAL-Pilot's ``RP_RANK``):
   the job launchers, whose own variables come first;
 * ``openmpi``, ``pals`` (Cray PALS / ``aprun``), ``flux``, ``mpich`` (MPICH's Hydra, Intel
   MPI), ``slurm`` (an ``srun`` step): the MPI launchers and schedulers, which also fill in
@@ -72,6 +74,8 @@ class Launcher:
     num_nodes: tuple[str, ...] = ()
     #: all of these must be set too (an ``srun`` step, not just a batch script inside an allocation)
     also_needs: tuple[tuple[str, ...], ...] = ()
+    #: none of these may be set (Lightning's launcher is torchrun's variables without ``RANK``)
+    absent: tuple[str, ...] = ()
     #: an MPI launcher: its ranks can form an MPI world (mpi4py) to agree a rendezvous
     mpi: bool = False
     #: SLURM-style lists of tasks per node ("2(x3),1"), read at ``node_rank`` when no local size is set
@@ -79,7 +83,11 @@ class Launcher:
 
     def detect(self, env: Env) -> bool:
         """True when this launcher started the rank whose environment is ``env``."""
-        return any(v in env for v in self.detect_vars) and all(any(v in env for v in alt) for alt in self.also_needs)
+        return (
+            any(v in env for v in self.detect_vars)
+            and all(any(v in env for v in alt) for alt in self.also_needs)
+            and not any(v in env for v in self.absent)
+        )
 
     def read(self, env: Env) -> RankVars:
         """The rank's variables as this launcher set them (WiringError for a value that is not an integer)."""
@@ -115,6 +123,17 @@ DEEPRC = Launcher(
     (ev.LOCAL_WORLD_SIZE,),
     (ev.NODE_RANK,),
     (ev.NUM_NODES,),
+)
+LIGHTNING = Launcher(
+    "lightning",  # its subprocess launcher: the rank is NODE_RANK * processes per node + LOCAL_RANK
+    ("LOCAL_RANK",),
+    ("LOCAL_RANK",),
+    ("WORLD_SIZE",),
+    ("LOCAL_RANK",),
+    (),
+    ("NODE_RANK",),
+    also_needs=(("WORLD_SIZE",), ("NODE_RANK",)),
+    absent=("RANK",),
 )
 TORCHRUN = Launcher(
     "torchrun",
@@ -180,7 +199,7 @@ SLURM = Launcher(
     tasks_per_node=("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE"),
 )
 
-JOB_LAUNCHERS: tuple[Launcher, ...] = (DEEPRC, TORCHRUN, RADICAL)
+JOB_LAUNCHERS: tuple[Launcher, ...] = (DEEPRC, LIGHTNING, TORCHRUN, RADICAL)
 MPI_LAUNCHERS: tuple[Launcher, ...] = (OPENMPI, PALS, FLUX, MPICH, SLURM)
 #: Every launcher, in the order :func:`detect_wiring` tries them.
 LAUNCHERS: tuple[Launcher, ...] = JOB_LAUNCHERS + MPI_LAUNCHERS

@@ -5,7 +5,12 @@ different numbers of steps. A :class:`BatchPlan` is agreed once (one allgather o
 per-rank sample counts) so every rank runs exactly :attr:`BatchPlan.num_batches`
 batches in every epoch. Policies for uneven partitions (``even=``):
 
-``"drop"`` (default)
+``"auto"`` (default)
+    ``"drop"`` when it would skip at most one sample per rank (partitions that are already
+    even: nothing moves), else ``"rebalance"`` (e.g. the parts of an ordered split, which
+    sit on a few ranks). Decided by :class:`~deeprc_core.TableBatches` from the agreed
+    counts, so every rank takes the same branch.
+``"drop"``
     The common number of batches is the smallest any rank can fill:
     ``min_r ceil(n_r / B)`` (``floor`` with ``drop_last``). A rank uses at most
     ``num_batches * B`` samples; only the samples beyond that are skipped in an epoch
@@ -17,9 +22,10 @@ batches in every epoch. Policies for uneven partitions (``even=``):
     from the start of their (shuffled) order, like torch's DistributedSampler.
     Repeated samples are marked in :attr:`Batch.padded`.
 ``"rebalance"``
-    Handled before planning by :meth:`GlobalTable.rebalance` (rows move so counts
-    differ by at most one); then ``"drop"`` applies and skips at most one sample per
-    rank per epoch, and usually none.
+    Handled before planning by :meth:`GlobalTable.rebalance` (rows move, in global order,
+    so counts differ by at most one; with a window, so that the *window starts* differ by
+    at most one: :func:`deeprc_core.windows.window_bounds`); then ``"drop"`` applies and
+    skips at most one sample per rank per epoch, and usually none.
 
 Shuffling (``shuffle=``): ``"local"`` permutes each rank's own samples with a
 permutation keyed by ``(seed, epoch, rank)`` — computed batch by batch
@@ -45,10 +51,10 @@ from .permutation import Permutation
 if TYPE_CHECKING:
     from .windows import Window
 
-EvenPolicy = Literal["drop", "pad", "rebalance"]
+EvenPolicy = Literal["auto", "drop", "pad", "rebalance"]
 ShuffleMode = Literal["none", "local", "global"]
 
-EVEN_POLICIES = ("drop", "pad", "rebalance")
+EVEN_POLICIES = ("auto", "drop", "pad", "rebalance")
 SHUFFLE_MODES = ("none", "local", "global")
 
 
@@ -162,6 +168,13 @@ class BatchPlan:
     def dropped_per_epoch(self) -> int:
         """Local samples skipped every epoch by the ``drop`` policy."""
         return max(self.num_samples - self.samples_per_epoch, 0)
+
+    @property
+    def dropped_total(self) -> int:
+        """Samples the ``drop`` policy skips every epoch on all ranks together (the same on every rank)."""
+        if self.even == "pad":
+            return 0
+        return sum(max(c - self.num_batches * self.batch_size, 0) for c in self.counts)
 
     @property
     def padded_per_epoch(self) -> int:

@@ -131,6 +131,30 @@ class GlobalTable(EngineOps):
         return cls(table, comm)
 
     @classmethod
+    def shard(cls, frame: pa.Table | pd.DataFrame, comm: Communicator | None = None) -> GlobalTable:
+        """Split one whole frame that every rank holds alike over the ranks (collective).
+
+        Rank ``r`` of ``P`` keeps rows ``[n*r//P, n*(r+1)//P)``: a zero-copy slice of an
+        Arrow table (a pandas DataFrame is converted first, one copy counted as
+        ``from-pandas``). Every rank must pass the same number of rows, or every rank
+        raises. When each rank holds only its own part, use :meth:`from_arrow` or
+        :meth:`from_pandas` instead (calling those with the whole frame on every rank
+        would count every row ``P`` times).
+        """
+        comm = get_communicator() if comm is None else comm
+        table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+        if table is not frame:
+            record_copy("from-pandas", table.nbytes, "pandas DataFrame")
+        counts = comm.allgather(table.num_rows)
+        if len(set(counts)) != 1:
+            raise ValueError(
+                f"GlobalTable.shard: the ranks hold frames of {counts} rows; shard needs the same whole frame on "
+                "every rank (use GlobalTable.from_arrow/from_pandas when each rank holds only its own part)"
+            )
+        n, p, r = table.num_rows, comm.size, comm.rank
+        return cls(table.slice(n * r // p, n * (r + 1) // p - n * r // p), comm)
+
+    @classmethod
     def from_pydict(cls, data: dict[str, Any], comm: Communicator | None = None) -> GlobalTable:
         """This rank's partition from a dict of columns."""
         return cls(pa.table(data), comm)

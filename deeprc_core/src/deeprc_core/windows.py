@@ -67,6 +67,18 @@ class Window:
         raise TypeError(f"window={value!r}: give Window(...), (input_len, horizon[, stride]) or a dict")
 
 
+def window_bounds(num_rows: int, world_size: int, window: Window) -> list[int]:
+    """Global row cut points that give every rank an equal share (within one) of the window starts.
+
+    Windows start at multiples of ``stride`` up to ``num_rows - span``; rank ``r`` gets the
+    rows from its first start on, and the last rank also the ``span - 1`` rows after the
+    last start, which every window needs but none starts in. Balancing rows instead would
+    leave the last rank short of windows (and ``even='drop'`` would skip them on the others).
+    """
+    starts = max((num_rows - window.span) // window.stride + 1, 0)
+    return [min(starts * r // world_size * window.stride, num_rows) for r in range(world_size)] + [num_rows]
+
+
 def with_halo(table: GlobalTable, rows: int) -> pa.Table:
     """This rank's partition followed by the next ``rows`` global rows (collective).
 

@@ -2,7 +2,7 @@
 
 :func:`detect_wiring` reads the launcher table (:mod:`deeprc_core.launchers`), in its
 order, and the first launcher whose variables are present wins: ``deeprc``
-(deeprc-launch's DEEPRC_* variables), ``torchrun``, ``radical`` (RP_RANK/RP_RANKS, the
+(deeprc-launch's DEEPRC_* variables), ``lightning`` (Lightning's own launcher), ``torchrun``, ``radical`` (RP_RANK/RP_RANKS, the
 local rank from the MPI launcher underneath), ``openmpi``, ``pals``, ``flux``, ``mpich``
 (Hydra), ``slurm`` (only inside an ``srun`` step, i.e. with SLURM_STEP_ID set: a batch
 script itself is one process even though SLURM_NTASKS says otherwise; without
@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from . import env_vars as ev
 from .errors import WiringError
 from .hostlist import expand_slurm_nodelist
-from .launchers import DEEPRC, LAUNCHERS, RADICAL, SLURM, TORCHRUN, Launcher, mpi_launcher
+from .launchers import DEEPRC, LAUNCHERS, LIGHTNING, RADICAL, SLURM, TORCHRUN, Launcher, mpi_launcher
 
 
 @dataclass(frozen=True)
@@ -149,6 +149,12 @@ def _from_launcher(launcher: Launcher, env: Env) -> Wiring | None:
             local_rank, local_world = under.local_rank, under.local_size
     elif launcher is TORCHRUN and num_nodes is None and local_world:
         num_nodes = max(1, math.ceil(v.size / local_world))
+    elif launcher is LIGHTNING and node_rank:
+        # Its variables do not say how many processes each node runs, so a rank beyond node 0 is unknown here.
+        raise WiringError(
+            f"lightning: NODE_RANK={node_rank} under Lightning's own launcher does not say the processes per node; "
+            "DeepRCDataModule reads the rank from the Trainer, elsewhere start the job with torchrun or srun"
+        )
     if launcher is DEEPRC:
         env = {**env, "MASTER_ADDR": env.get(ev.MASTER_ADDR, ""), "MASTER_PORT": env.get(ev.MASTER_PORT, "")}
     elif launcher is SLURM:

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from deeprc_core.comm import BaseCommunicator, default_timeout
+from deeprc_core.comm import BaseCommunicator, Communicator, default_timeout, get_communicator, set_default_communicator
 
-from deeprc_core import CommError, CommTimeoutError, Wiring, register_communicator
+from deeprc_core import CommError, CommTimeoutError, DeepRCError, Wiring, WiringError, register_communicator
 
 #: Largest message one exchange round moves to one peer (keeps gloo's sizes well inside int32 ranges).
 CHUNK_BYTES = 256 * 1024 * 1024
@@ -134,6 +134,30 @@ class TorchCommunicator(BaseCommunicator):
             for w in works:
                 self._wait(w, f"alltoall(round {k + 1}/{rounds})")
         return [o.data for o in outputs]
+
+
+def process_group_communicator(world_size: int, rank: int) -> Communicator:
+    """The core's communicator for a job whose process group has ``world_size`` ranks (this one ``rank``).
+
+    The job's communicator when it agrees; otherwise (Lightning's ``ddp_spawn``, whose children
+    carry no launcher variables, or a launcher whose variables do not say the rank) one over the
+    initialised process group, made the job's default so that tables read after this use it.
+    Collective when it creates one: call it at the same point on every rank.
+    """
+    try:
+        comm: Communicator | None = get_communicator()
+    except (WiringError, ValueError):
+        comm = None
+    if comm is not None and comm.size == world_size and comm.rank == rank:
+        return comm
+    if not torch_distributed_ready() or dist.get_world_size() != world_size:
+        raise DeepRCError(
+            f"rank {rank} of {world_size}: no torch.distributed process group of {world_size} ranks to read the "
+            "tables over; start the job with a DDP strategy (DeepRCStrategy, 'ddp', 'ddp_spawn')"
+        )
+    comm = TorchCommunicator()
+    set_default_communicator(comm)
+    return comm
 
 
 def _factory(wiring: Wiring) -> TorchCommunicator:

@@ -9,6 +9,13 @@ hands out :class:`~deeprc_torch.loader.DeepRCDataLoader` objects.
 Sharding: each loader yields only this rank's batches of an agreed plan, so every
 rank runs the same number of batches. The loaders are iterable, so Lightning never
 adds a DistributedSampler: ``use_distributed_sampler`` may stay at its default.
+
+Ranks come from the Trainer: in ``setup()`` the DataModule takes the Trainer's rank and
+world size (any strategy: DeepRCStrategy, Lightning's ``ddp`` with its own launcher,
+``ddp_spawn``) and cross-checks the launcher's variables (torchrun, mpirun, srun,
+deeprc-launch). A launcher that started N ranks under a Trainer that runs another number
+(e.g. the default single-device strategy under torchrun) fails on every rank before the
+first step, naming the strategy to use.
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from deeprc_core.adapter import check_resumable, warn_plan
-from deeprc_core.batch_settings import BatchOptions, BatchSettings
+from deeprc_core.batch_settings import BatchOptions, BatchSettings, with_batch_options
 from deeprc_core.plan import positive_int
 
-from deeprc_core import GlobalTable, TableBatches
+from deeprc_core import DeepRCError, GlobalTable, TableBatches, WiringError, detect_wiring
 
+from .comm import process_group_communicator
 from .loaders import BatchStream, DeepRCDataLoader, Transform
 from .sources import Source, resolve, split_table
 
@@ -59,9 +67,11 @@ class DataModuleLogic:
         shuffle: ``True`` (each rank permutes its own samples per epoch), ``"global"`` (rows move
             across ranks every epoch) or ``False``; val/test/predict are never shuffled.
         seed: shuffles and random splits depend only on it and the epoch.
-        even: ``"drop"``, ``"pad"`` or ``"rebalance"``: how uneven partitions still give every rank
-            the same number of batches (see :mod:`deeprc_core.plan`). The predict split always
-            pads (every row predicted once; :class:`GatherPredictions` removes the repeats).
+        even: ``"auto"`` (default), ``"drop"``, ``"pad"`` or ``"rebalance"``: how uneven partitions
+            still give every rank the same number of batches (see :mod:`deeprc_core.plan`); ``"auto"``
+            moves rows (in order) when dropping would skip more than a sample per rank, e.g. for the
+            parts of ``split=``. The predict split always pads (every row predicted once;
+            :class:`GatherPredictions` removes the repeats).
         window: ``(input_len, horizon[, stride])`` or a :class:`deeprc_core.Window`: batches are
             ``(B, input_len, F)`` -> ``(B, horizon, T)`` strided views.
         eval_window: the window of val/test/predict (default: ``window``), e.g. the same window
@@ -88,6 +98,7 @@ class DataModuleLogic:
 
     trainer: Any
 
+    @with_batch_options
     def __init__(
         self,
         source: Source | None,
@@ -128,13 +139,54 @@ class DataModuleLogic:
         self._train_loader: DeepRCDataLoader | None = None
         self._pending_state: dict[str, Any] | None = None
         self._epoch: int | None = None
+        #: (world size, rank) of the attached Trainer, once setup() ran under one
+        self._trainer_ranks: tuple[int, int] | None = None
 
     # ---------------------------------------------------------------- setup
+    def _join_trainer(self) -> None:
+        """Take rank and world size from the attached Trainer; refuse a launcher that started other ranks.
+
+        Every rank decides alone from its own Trainer and variables, so a mismatch fails each
+        rank before any collective, instead of two models training on halves with exit 0.
+        """
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or self._trainer_ranks is not None:
+            return
+        world, rank = int(trainer.world_size), int(trainer.global_rank)
+        try:
+            launched = detect_wiring()
+        except WiringError:
+            launched = (
+                None  # variables that do not say the rank (Lightning's launcher beyond node 0): trust the Trainer
+            )
+        if launched is not None and launched.world_size > 1 and (launched.world_size, launched.rank) != (world, rank):
+            strategy = type(trainer.strategy).__name__
+            raise DeepRCError(
+                f"DeepRCDataModule: {launched.source} started {launched.world_size} ranks (this is rank "
+                f"{launched.rank}), but the Trainer's {strategy} runs this process as rank {rank} of {world}, so each "
+                f"rank would train its own model on its own share of the data. Use Trainer(strategy=DeepRCStrategy()) "
+                f"(or strategy='deeprc'), or strategy='ddp' with devices x num_nodes = {launched.world_size}"
+            )
+        if world > 1:
+            process_group_communicator(world, rank)  # tables read from here on span the Trainer's ranks
+        self._trainer_ranks = (world, rank)
+
+    def _resolve(self, source: Source, name: str) -> GlobalTable:
+        table = resolve(source, f"DeepRCDataModule {name}")
+        if self._trainer_ranks is not None and table.world_size != self._trainer_ranks[0]:
+            raise DeepRCError(
+                f"DeepRCDataModule {name}: the GlobalTable was built over {table.world_size} rank(s), but the Trainer "
+                f"runs {self._trainer_ranks[0]} processes (tables built before trainer.fit(), e.g. under ddp_spawn, "
+                "are copies in every process). Pass a path or a function returning the table: each rank then reads "
+                "its own share inside the job"
+            )
+        return table
+
     def _resolve_tables(self, wanted: Sequence[Split]) -> None:
         if self.split is not None and "train" not in self.tables:
             if self.sources["train"] is None:
                 raise ValueError("split= needs a source")
-            whole = resolve(self.sources["train"], "DeepRCDataModule source")  # type: ignore[arg-type]
+            whole = self._resolve(self.sources["train"], "source")
             for name, part in zip(
                 ("train", "val", "test"), split_table(whole, self.split, self.split_random, self.settings.seed)
             ):
@@ -142,10 +194,16 @@ class DataModuleLogic:
         for name in wanted:
             src = self.sources[name]
             if name not in self.tables and src is not None:
-                self.tables[name] = resolve(src, f"DeepRCDataModule {name}")
+                self.tables[name] = self._resolve(src, name)
 
     def setup(self, stage: str | None = None) -> None:
-        """Read/prepare the tables of ``stage`` on every rank and agree their batch plans (collective)."""
+        """Read/prepare the tables of ``stage`` on every rank and agree their batch plans (collective).
+
+        Under a Trainer, ranks come from it (see the module docs); a split of ``split=`` is
+        spread evenly over the ranks in global row order (``even='auto'``), so every rank gets
+        validation samples and validation comes after training in time.
+        """
+        self._join_trainer()
         wanted = _STAGE_SPLITS.get(stage, SPLITS)
         self._resolve_tables(wanted)
         for name in wanted:
@@ -181,10 +239,22 @@ class DataModuleLogic:
         device = getattr(getattr(trainer, "strategy", None), "root_device", None)
         return device if isinstance(device, torch.device) else None
 
+    def _missing(self, name: Split) -> DeepRCError:
+        """The error of trainer.test/predict without data for it (an empty loader would only warn)."""
+        if self.split is not None and name == "test":
+            return DeepRCError(
+                f"DeepRCDataModule: trainer.test needs a test split, but split={list(self.split)} makes only "
+                "(train, val); give three fractions (train, val, test) or test=<path, table or function>"
+            )
+        return DeepRCError(f"DeepRCDataModule: trainer.{name} needs data: pass {name}=<path, table or function>")
+
     def _loader(self, name: Split) -> DeepRCDataLoader | list[Any]:
         if name not in self.batches:
-            if self.sources[name] is None and not (self.split is not None and name != "predict"):
-                return []  # Lightning skips a stage whose loader is empty
+            has_split = self.split is not None and (name == "val" or (name == "test" and len(self.split) == 3))
+            if self.sources[name] is None and not (name == "train" and self.split is not None) and not has_split:
+                if name in ("test", "predict"):
+                    raise self._missing(name)
+                return []  # Lightning skips a validation loop whose loader is empty
             self.setup({"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[name])
             if name not in self.batches:
                 return []

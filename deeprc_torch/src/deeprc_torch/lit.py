@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from lightning.fabric.plugins.environments import ClusterEnvironment
 from lightning.pytorch import Callback, LightningDataModule
-from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 
 from .datamodule import DataModuleLogic
 from .environment import EnvironmentLogic
@@ -28,6 +28,10 @@ class DeepRCStrategy(StrategyLogic, DDPStrategy):
     """DDP over DeepRCEnvironment: nccl on CUDA, gloo otherwise, a 5-minute process-group timeout."""
 
     environment_class = DeepRCEnvironment
+
+
+# Trainer(strategy="deeprc") and LightningCLI's --trainer.strategy deeprc
+StrategyRegistry.register("deeprc", DeepRCStrategy, description=DeepRCStrategy.__doc__, override=True)
 
 
 class DeepRCDataModule(DataModuleLogic, LightningDataModule):

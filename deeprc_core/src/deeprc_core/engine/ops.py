@@ -226,10 +226,19 @@ class EngineOps:
         return first._like(concat_local([t.local for t in tables]))
 
     # ----------------------------------------------------------- rebalance
-    def rebalance(self: T) -> T:
-        """Equal row counts (differing by at most one), keeping the global row order (collective)."""
+    def rebalance(self: T, bounds: Sequence[int] | None = None) -> T:
+        """Equal row counts (differing by at most one), keeping the global row order (collective).
+
+        ``bounds`` (``world_size + 1`` increasing global row numbers from 0 to ``num_rows``)
+        gives rank ``r`` the rows ``bounds[r]:bounds[r+1]`` instead, e.g. equal numbers of
+        window starts (:func:`deeprc_core.windows.window_bounds`).
+        """
         n, p, me = self.num_rows, self.world_size, self.rank
-        out_bounds = np.array([n * r // p for r in range(p + 1)], dtype=np.int64)
+        if bounds is None:
+            bounds = [n * r // p for r in range(p + 1)]
+        if len(bounds) != p + 1 or bounds[0] != 0 or bounds[-1] != n or list(bounds) != sorted(bounds):
+            raise ValueError(f"rebalance bounds {list(bounds)} must be {p + 1} increasing row numbers from 0 to {n}")
+        out_bounds = np.asarray(bounds, dtype=np.int64)
         lo = self.row_offset
         hi = lo + self.local_num_rows
         parts = []
