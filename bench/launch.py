@@ -89,8 +89,8 @@ def cold_phases(t0: float, total: float, stderr: str) -> dict[str, float]:
     """The cold path of an own-pilot run (``-v``), phase by phase, from its progress lines and rank records."""
     phases: dict[str, float] = {}
     m = re.search(
-        r"pilot active after ([\d.]+)s \(client session ([\d.]+)s, task manager [^)]*?([\d.]+)s, "
-        r"pilot submitted to active ([\d.]+)s\)",
+        r"pilot active after ([\d.]+)s \(client session ([\d.]+)s, task manager \(overlapping the pilot's "
+        r"bootstrap\) ([\d.]+)s, pilot submitted to active ([\d.]+)s\)",
         stderr,
     )
     submitted = _stamp(stderr, "pilot submitted")
