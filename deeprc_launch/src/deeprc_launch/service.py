@@ -21,6 +21,7 @@ looks for) and re-exports their public names.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .service_client import ServiceClient, ServiceError
@@ -42,4 +43,11 @@ __all__ = [
 ]
 
 if __name__ == "__main__":
-    sys.exit(service_main(sys.argv[1:]))
+    code = service_main(sys.argv[1:])
+    if sys.argv[1:2] == ["serve"]:
+        # The service has closed its session and removed its files; RP can leave non-daemon threads
+        # behind (seen after a failed or stopped pilot), which would keep a finished service alive.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
