@@ -131,6 +131,57 @@ def run_pilot(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return summary
 
 
+def run_direct(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """The same tasks as plain processes, ``--parallel`` at a time in the order given (no pilot).
+
+    For a machine so busy that a ``nice``'d pilot cannot start within its 15-minute limit; the
+    DDP task runs under ``torch.distributed.run``.
+    """
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    py = sys.executable
+    torchrun = [py, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", str(TASK)]
+    jobs = []
+    for m in args.models:  # the DDP run right after the same model's 1-rank run
+        jobs.append((m, [py, str(TASK)]))
+        if m == args.ddp_model:
+            jobs.append((m, torchrun))
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    running: list[tuple[str, Any, Any]] = []
+    infos = []
+    pending = list(jobs)
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            model, cmd = pending.pop(0)
+            name = f"{model}-{'2' if 'torch.distributed.run' in cmd else '1'}"
+            log = (logs / f"{name}.log").open("w")
+            argv = [*cmd, "--model", model, "--size", args.size, "--out", str(out)]
+            running.append((name, subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+            print(f"[neuralforecast] started {name}; log {logs / (name + '.log')}", flush=True)
+        time.sleep(2)
+        for item in [r for r in running if r[1].poll() is not None]:
+            name, proc, log = item
+            log.close()
+            running.remove(item)
+            infos.append({"task": name, "exit_code": proc.returncode, "logs": str(logs / f"{name}.log")})
+            print(
+                f"[neuralforecast] {name}: exit {proc.returncode} after {time.perf_counter() - start:.0f} s", flush=True
+            )
+    wall = time.perf_counter() - start
+    return {
+        "size": args.size,
+        "models": args.models,
+        "ddp_model": args.ddp_model,
+        "launcher": "direct",
+        "parallel": args.parallel,
+        "concurrent": {"tasks": infos, "wall_s": wall},
+        "machine": {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()},
+    }
+
+
 def _hand_written() -> dict[str, float]:
     if not HAND_WRITTEN.exists():
         return {}
@@ -176,7 +227,12 @@ def preamble(summary: dict[str, Any]) -> str:
         "own models, demo size. "
     )
     conc = summary.get("concurrent", {}).get("wall_s")
-    if conc is not None:
+    if summary.get("launcher") == "direct":
+        text += (
+            f"Run as plain processes, {summary['parallel']} at a time (no pilot: the machine was too busy for a "
+            f"nice'd pilot to start): {conc:.0f} s."
+        )
+    elif conc is not None:
         text += f"Eleven tasks at once in one pilot: {conc:.0f} s"
         seq = summary.get("sequential", {}).get("wall_s")
         if seq is not None:
@@ -235,6 +291,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="output folder (default results/neuralforecast)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per task")
     p.add_argument(
+        "--direct",
+        action="store_true",
+        help="no pilot: run the tasks as plain processes (a machine too busy for a nice'd pilot to start)",
+    )
+    p.add_argument("--parallel", type=int, default=99, help="with --direct: tasks at a time, in --models order")
+    p.add_argument(
         "--table-only",
         action="store_true",
         help="run nothing: build the table from the output folder's results (e.g. a run stopped early)",
@@ -258,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists():
             shutil.rmtree(out)  # results of an earlier run must not fill this run's table
         out.mkdir(parents=True)
-        summary = run_pilot(args, out)
+        summary = run_direct(args, out) if args.direct else run_pilot(args, out)
     rows = table_rows(out, args.models, args.ddp_model or None, args.size)
     summary["rows"] = rows
     (out / "pilot.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")

@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "size": args.size,
         "steps": plan.steps,
         "windows_per_rank": plan.windows_per_rank,
+        "model_kwargs": nf_models.MODEL_KWARGS[args.size].get(args.model, {}),
         "test_stride": plan.test_stride,
         "seed": args.seed,
         "params": params,

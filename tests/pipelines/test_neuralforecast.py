@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,8 +56,21 @@ def test_eleven_models_in_one_pilot_quick(data_dir: Path, tmp_path: Path, deeprc
     )
     env = dict(os.environ, PYTHONPATH=str(REPO), DEEPRC_DATA=str(data_dir), DEEPRC_COMM_TIMEOUT="300")
     cmd = [sys.executable, "-m", "examples.pipelines.neuralforecast_models", "--quick", "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, f"{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}"
+    # its own session: on a timeout the driver, its pilot and its tasks go together (pytest-timeout would orphan them)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=780)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)  # the Launcher cancels its tasks and closes the pilot
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+        pytest.fail(f"the quick pipeline took over 13 minutes:\n{stdout[-4000:]}\n{stderr[-4000:]}")
+    assert proc.returncode == 0, f"{stdout[-6000:]}\n{stderr[-6000:]}"
     from examples.pipelines.nf_models import PAPER_MODELS
 
     rows = {r["model"]: r for r in json.loads((tmp_path / "metrics.json").read_text())}
