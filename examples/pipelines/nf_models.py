@@ -111,6 +111,22 @@ def plan(name: str, size: str, ranks: int = 1, steps: int | None = None) -> Mode
     return ModelPlan(name, size, steps if steps is not None else STEPS[size][name], windows, ranks)
 
 
+def progress_callback(name: str, steps: int) -> Any:
+    """A Lightning callback printing rank 0's training progress ten times per fit (long fits show progress)."""
+    import pytorch_lightning as pl
+
+    every = max(1, steps // 10)
+
+    class StepProgress(pl.Callback):
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            step = trainer.global_step
+            if trainer.is_global_zero and step % every == 0:
+                loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+                print(f"[{name}] step {step}/{steps}, training loss {float(loss):.4f}", flush=True)
+
+    return StepProgress()
+
+
 def trainer_kwargs(strategy: Any = None, validate: bool = False) -> dict[str, Any]:
     """Lightning Trainer settings for every model: CPU, quiet, no checkpoints; DDP when a strategy is given.
 
@@ -144,6 +160,7 @@ def build(p: ModelPlan, horizon: int, input_size: int, seed: int, strategy: Any 
         val_check_steps=p.steps,
         windows_batch_size=p.windows_per_rank,
         random_seed=seed,
+        callbacks=[progress_callback(p.name, p.steps)],
         **trainer_kwargs(strategy),
     )
     common.update(MODEL_KWARGS[p.size].get(p.name, {}))
