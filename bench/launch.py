@@ -98,21 +98,26 @@ def cold_phases(t0: float, total: float, stderr: str) -> dict[str, float]:
     running = _stamp(stderr, r"task \S+ running")
     done = _stamp(stderr, r"logs of every rank")
     if m:
-        phases["client start to RP session (imports, session, pilot manager)"] = submitted or 0.0
+        phases["to pilot submission (RP session, pilot manager)"] = submitted or 0.0
         phases["  of which RP session + pilot manager"] = float(m.group(2))
         phases["pilot submitted to active (agent bootstrap and components)"] = float(m.group(4))
         phases["  of which task manager, overlapped with the bootstrap"] = float(m.group(3))
     if active is not None and running is not None:
         phases["pilot active to task executing (agent scheduling, launch)"] = running - active
+    closed = re.search(r"session closed in ([\d.]+)s", stderr)
+    # The progress clock starts after the interpreter and imports; the rest of the wall time is that.
+    offset = total - done - float(closed.group(1)) if done is not None and closed else None
+    if offset is not None:
+        phases["interpreter start and imports (before the progress clock)"] = offset
     run = _run_dir(stderr)
     times = _rank_times(run) if run else None
-    if times and running is not None:
-        phases["task executing to ranks started (mpirun, bootstrap, rendezvous)"] = times[0] - t0 - running
+    if times and running is not None and offset is not None:
+        phases["task executing to ranks started (mpirun, bootstrap, rendezvous)"] = times[0] - t0 - offset - running
         phases["ranks ran (the job itself)"] = times[1] - times[0]
         if done is not None:
-            phases["ranks exited to task reported done"] = done - (times[1] - t0)
-    if done is not None:
-        phases["session close"] = total - done
+            phases["ranks exited to task reported done"] = done - (times[1] - t0 - offset)
+    if closed:
+        phases["session close"] = float(closed.group(1))
     return {k: round(v, 2) for k, v in phases.items()}
 
 
