@@ -227,7 +227,12 @@ def preamble(summary: dict[str, Any]) -> str:
         "own models, demo size. "
     )
     conc = summary.get("concurrent", {}).get("wall_s")
-    if summary.get("launcher") == "direct":
+    if summary.get("partial"):
+        text += (
+            "Partial: the table was built from a run stopped before every model finished (`--table-only`); "
+            "a model with dashes had not finished. "
+        )
+    if conc is not None and summary.get("launcher") == "direct":
         text += (
             f"Run as plain processes, {summary['parallel']} at a time (no pilot: the machine was too busy for a "
             f"nice'd pilot to start): {conc:.0f} s."
