@@ -1,9 +1,12 @@
-"""Keras 3 + tf.distribute on CAMELS-US with Deep RC: a small LSTM trained on 2 workers.
+"""Keras 3 + tf.distribute on CAMELS-US with Deep RC: a keras-io style script, 1 process or N workers.
 
 Each worker reads its own basins into its partition of a global table; ``model.fit``
-trains with MultiWorkerMirroredStrategy over the ranks the launcher wired::
+trains with MultiWorkerMirroredStrategy over the ranks the launcher wired, with the usual
+callbacks, validation data and no ``steps_per_epoch``; the same script runs unchanged on
+one process::
 
-    deeprc-launch -n 2 python examples/keras_camels.py          # Deep RC's launcher
+    python examples/keras_camels.py                             # one process
+    deeprc-launch --ranks 2 examples/keras_camels.py            # Deep RC's launcher
     mpirun -np 2 python examples/keras_camels.py                # or Open MPI
     torchrun --nproc-per-node 2 examples/keras_camels.py        # or any launcher the core understands
 
@@ -73,6 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    parser.add_argument("--out", default="results/keras_camels", help="checkpoint and backup folder")
     args = parser.parse_args()
 
     root = data_path("camels_us", "nh_test_subset")
@@ -82,13 +86,14 @@ def main() -> None:
     local = pa.concat_tables([read_basin(root, gauges[i], i) for i in mine]).combine_chunks()
     table = GlobalTable.from_arrow(local)
 
-    # 2. The dataset: per-replica batches of this rank's partition, agreed steps.
+    # 2. The dataset: per-replica batches of this rank's partition, agreed steps; the last 20 % of
+    #    the rows (in global order) validate. even='auto' spreads both parts over the workers.
     window = Window(input_len=30, horizon=1, offset=-1, group="basin")  # 30 days in, today's flow out
-    data = deeprc_tf.make_dataset(
-        table, FEATURES, "qobs", args.batch_size, strategy=strategy, window=window, even="rebalance"
-    )
+    train, val = table.split([0.8, 0.2])
+    data = deeprc_tf.make_dataset(train, FEATURES, "qobs", args.batch_size, strategy=strategy, window=window, val=val)
 
-    # 3. The model in the strategy's scope, then fit with the agreed steps.
+    # 3. The model in the strategy's scope, then fit as any keras-io script does: no steps_per_epoch
+    #    (the dataset knows them), callbacks that work on N workers, progress from the chief only.
     with strategy.scope():
         model = keras.Sequential(
             [
@@ -99,9 +104,21 @@ def main() -> None:
             ]
         )
         model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
-    history = model.fit(**data.fit_kwargs(), epochs=args.epochs, verbose=2 if comm.rank == 0 else 0)
+    out = Path(args.out)
+    callbacks = [
+        keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True),
+        deeprc_tf.ModelCheckpoint(str(out / "best.weights.h5"), save_weights_only=True, save_best_only=True),
+        deeprc_tf.BackupAndRestore(str(out / "backup")),  # rerun after a lost worker: resumes at the next epoch
+        data.callback,  # the plan's epoch follows Keras's (exact shuffles after a resume)
+    ]
+    history = model.fit(
+        data.dataset, epochs=args.epochs, validation_data=data.validation_data, callbacks=callbacks, verbose=2
+    )
     if comm.rank == 0:
-        print(f"trained on {comm.size} worker(s), {data.steps_per_epoch} steps/epoch; loss {history.history['loss']}")
+        print(
+            f"trained on {comm.size} worker(s), {data.steps_per_epoch} steps/epoch; "
+            f"loss {history.history['loss']}, val_loss {history.history['val_loss']}"
+        )
 
 
 if __name__ == "__main__":

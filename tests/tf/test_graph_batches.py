@@ -73,9 +73,11 @@ def test_same_batches_as_the_core(name: str, replicas: int) -> None:
     gt = GlobalTable(_table(), LocalCommunicator())
     make = lambda: TableBatches(gt, features, target, batch, seed=4, align=64, **case)  # noqa: E731
     reference = _reference(make(), 2)
-    stream = deeprc_tf.BatchStream(make(), local_replicas=replicas, record=True)
-    got = list(stream.dataset().take(2 * stream.steps * replicas))
-    assert len(reference) == 2 * stream.steps
+    stream = deeprc_tf.EpochPipeline(make(), local_replicas=replicas, record=True)
+    ds = stream.dataset()
+    assert int(ds.cardinality()) == stream.steps * replicas  # Keras reads the steps from it
+    got = list(ds) + list(ds)  # two passes: epoch 0, then (the first one read to its end) epoch 1
+    assert len(reference) == 2 * stream.steps and len(got) == 2 * stream.steps * replicas
     for k, (x, y, index) in enumerate(reference):
         parts = got[k * replicas : (k + 1) * replicas]
         if target is None:
@@ -93,7 +95,7 @@ def test_pad_repeats_like_the_core() -> None:
     gt = GlobalTable(_table(), LocalCommunicator())
     make = lambda: TableBatches(gt, "v", "u", 100, seed=1, align=64, even="pad", shuffle=True, drop_last=True)  # noqa: E731
     ref = _reference(make(), 1)
-    stream = deeprc_tf.BatchStream(make(), record=True)
+    stream = deeprc_tf.EpochPipeline(make(), record=True)
     got = list(stream.dataset().take(stream.steps))
     for (x, y, _), (gx, gy) in zip(ref, got):
         np.testing.assert_array_equal(gx.numpy(), x)
@@ -104,21 +106,22 @@ def test_columns_are_not_packed_and_copies_are_counted() -> None:
     """A list of feature columns is stacked per batch (counted per epoch), never packed into a table copy."""
     gt = GlobalTable(_table(), LocalCommunicator())
     reset_copy_stats()
-    stream = deeprc_tf.BatchStream(TableBatches(gt, ["a", "u"], "u", 64, align=64))
+    stream = deeprc_tf.EpochPipeline(TableBatches(gt, ["a", "u"], "u", 64, align=64))
     list(stream.dataset(prefetch=0).take(stream.steps))  # without prefetch: exactly one epoch planned
     stats = copy_stats()
     assert "pack" not in stats.count
     assert stats.count.get("stack") == 1 and stats.nbytes["stack"] == ROWS * 2 * 4
     reset_copy_stats()
-    stream = deeprc_tf.BatchStream(TableBatches(gt, "v", "u", 64, align=64, shuffle=True))
-    list(stream.dataset(prefetch=0).take(2 * stream.steps))
+    stream = deeprc_tf.EpochPipeline(TableBatches(gt, "v", "u", 64, align=64, shuffle=True))
+    ds = stream.dataset(prefetch=0)
+    list(ds) + list(ds)  # two epochs
     stats = copy_stats()
     assert stats.count.get("gather") == 2 and stats.nbytes["gather"] == 2 * ROWS * (3 + 1) * 4
 
 
 def test_restart_records_a_new_generation() -> None:
     gt = GlobalTable(_table(), LocalCommunicator())
-    stream = deeprc_tf.BatchStream(TableBatches(gt, "v", "u", 64, align=64, shuffle=True), record=True)
+    stream = deeprc_tf.EpochPipeline(TableBatches(gt, "v", "u", 64, align=64, shuffle=True), record=True)
     ds = stream.dataset(prefetch=0)
     first = [b[1].numpy() for b in ds.take(stream.steps)]
     again = [b[1].numpy() for b in ds.take(stream.steps)]
@@ -146,10 +149,11 @@ def test_separate_columns_out_of_order_are_stacked_by_the_core_a_group_at_a_time
     gt = GlobalTable(_table(), LocalCommunicator())
     make = lambda: TableBatches(gt, ["a", "b", "c"], target, 50, seed=4, align=64, **case)  # noqa: E731
     reference = _reference(make(), 2)
-    stream = deeprc_tf.BatchStream(make(), local_replicas=replicas, record=True)
+    stream = deeprc_tf.EpochPipeline(make(), local_replicas=replicas, record=True)
     assert stream._grouped and stream._group_size == 3
     reset_copy_stats()
-    got = list(stream.dataset(prefetch=0).take(2 * stream.steps * replicas))
+    ds = stream.dataset(prefetch=0)
+    got = list(ds) + list(ds)  # epochs 0 and 1
     for k, (x, y, index) in enumerate(reference):
         parts = got[k * replicas : (k + 1) * replicas]
         gx = np.concatenate([(p if target is None else p[0]).numpy() for p in parts])
@@ -166,7 +170,7 @@ def test_separate_columns_out_of_order_are_stacked_by_the_core_a_group_at_a_time
 def test_two_iterators_of_grouped_columns_do_not_share_a_group_stream(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(deeprc_tf.dataset, "GROUP_BYTES", 2 * 64 * 2 * 4)
     gt = GlobalTable(_table(), LocalCommunicator())
-    stream = deeprc_tf.BatchStream(TableBatches(gt, ["a", "c"], "u", 64, align=64, shuffle=True), record=True)
+    stream = deeprc_tf.EpochPipeline(TableBatches(gt, ["a", "c"], "u", 64, align=64, shuffle=True), record=True)
     ds = stream.dataset(prefetch=0)
     first, second = iter(ds), iter(ds)
     a = [next(first)[1].numpy() for _ in range(3)]

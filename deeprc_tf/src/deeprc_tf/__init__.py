@@ -7,7 +7,7 @@ scope, feed ``model.fit`` from :func:`make_dataset`::
     data = deeprc_tf.make_dataset(table, features, target, global_batch_size=256, strategy=strategy)
     with strategy.scope():
         model = build_model()
-    model.fit(data.dataset, steps_per_epoch=data.steps_per_epoch, epochs=3)
+    model.fit(data.dataset, epochs=3)  # the dataset knows its steps (every worker the same)
     got = deeprc_tf.predict(model, data)  # every row of the table once, in global order, on rank 0
 
 :class:`DeepRCSequence` (a ``keras.utils.PyDataset``) serves single-process Keras on any
@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from .cluster import derive_tf_config
-from .dataset import BatchStream, DistributedData, Served, make_dataset
+from .dataset import DistributedData, EpochPipeline, Served, make_dataset
 from .keras_compat import KerasPatchError, patch_keras
 from .predict import predict
 from .startup import TFAlreadyStartedError, tf_has_started
@@ -29,7 +29,9 @@ from .tensors import dlpack_ready, tf_ready, to_tensor
 __version__ = "0.1.0"
 
 __all__ = [
-    "BatchStream",
+    "BackupAndRestore",
+    "EpochPipeline",
+    "ModelCheckpoint",
     "DeepRCSequence",
     "DistributedData",
     "KerasPatchError",
@@ -53,8 +55,8 @@ def __getattr__(name: str) -> Any:
         from .sequence import DeepRCSequence
 
         return DeepRCSequence
-    if name == "PlanEpoch":
-        from .callbacks import PlanEpoch
+    if name in ("PlanEpoch", "BackupAndRestore", "ModelCheckpoint"):  # keras callbacks: imported on demand
+        from . import callbacks
 
-        return PlanEpoch
+        return getattr(callbacks, name)
     raise AttributeError(f"module 'deeprc_tf' has no attribute {name!r}")

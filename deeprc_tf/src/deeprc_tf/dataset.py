@@ -29,13 +29,16 @@ Under ``tf.distribute`` the per-worker pipeline goes to
 * each worker's pipeline yields per-replica batches of its own partition
   (``global_batch_size / num_replicas_in_sync``); auto-sharding is off, because the
   table is already partitioned;
-* the stream runs epoch after epoch (with the per-epoch reshuffle), and
-  ``steps_per_epoch`` is the plan's agreed batch count — identical on every worker —
-  so every worker runs the same number of steps and no worker runs out first, and
-  epoch ``e`` of ``fit`` is exactly epoch ``e`` of the plan.
+* each pass over the dataset (each iterator) is one epoch of the plan, of a known size:
+  ``dataset.cardinality()`` is the plan's agreed batch count — identical on every
+  worker — so ``model.fit(data.dataset, epochs=N)``, ``evaluate`` and ``predict`` need no
+  ``steps_per_epoch``, every worker runs the same number of steps and no worker runs
+  out first. A pass that reads its epoch to the end moves the next pass to the next
+  epoch (its reshuffle); with :attr:`DistributedData.callback` (``fit_kwargs()`` adds it)
+  the plan's epoch is Keras's epoch exactly, also after ``initial_epoch=`` or a resume by
+  ``BackupAndRestore``.
 
-Pass ``steps_per_epoch`` (and ``validation_steps``) to ``fit``; the stream never
-ends on its own. :meth:`DistributedData.fit_kwargs` holds all of them.
+``model.fit(**data.fit_kwargs(), epochs=N)`` passes ``steps_per_epoch`` and the callback too.
 """
 
 from __future__ import annotations
@@ -97,12 +100,13 @@ def split_bounds(bounds: np.ndarray, parts: int) -> np.ndarray:
     return np.concatenate([bounds[:1], bounds[0] + np.cumsum(sizes.ravel())])
 
 
-class BatchStream:
-    """Endless per-replica batches of one TableBatches, cut inside tf.data (one worker's pipeline).
+class EpochPipeline:
+    """Per-replica batches of one TableBatches, one epoch per pass, cut inside tf.data (one worker's pipeline).
 
     Python runs once per epoch (the plan and the tensors over the partition); every
     batch is a slice or gather in TensorFlow's own threads. Each fresh iterator (``fit``
-    makes one, and Keras one more to build the model) starts at :attr:`start_epoch`.
+    makes one per epoch, and Keras one more to build the model) reads epoch
+    :attr:`start_epoch`; an iterator that reaches the end of its epoch advances it.
     """
 
     def __init__(self, batches: TableBatches, local_replicas: int = 1, record: bool = False) -> None:
@@ -188,10 +192,16 @@ class BatchStream:
         return [to_tensor(_index_for_tf(plan.rows, self._index_dtype)), split_bounds(plan.bounds, self.local_replicas)]
 
     def _begin(self) -> list[np.int64]:
-        """Where a fresh iterator starts, and its generation (which keeps its group streams apart)."""
+        """Which epoch a fresh iterator reads, and its generation (which keeps its group streams apart)."""
         with self._lock:
             self.generation += 1
             return [np.int64(self.start_epoch), np.int64(self.generation - 1)]
+
+    def _finished(self, epoch: Any) -> np.int64:
+        """An iterator produced the last batch of ``epoch``: the next pass reads the epoch after it."""
+        with self._lock:
+            self.start_epoch = max(self.start_epoch, int(epoch) + 1)
+        return np.int64(0)
 
     def group_tensors(self, generation: Any, epoch: Any) -> list[Any]:
         """The next stacked group of ``epoch`` for iterator ``generation``: x, y and per-replica bounds."""
@@ -274,7 +284,7 @@ class BatchStream:
         return tf.ensure_shape(x, spec[0].shape), tf.ensure_shape(take_y(y), spec[1].shape)
 
     def dataset(self, prefetch: int = 2) -> Any:
-        """The endless ``tf.data.Dataset`` of per-replica elements, epoch after epoch from :attr:`start_epoch`."""
+        """The ``tf.data.Dataset`` of one epoch's per-replica elements per pass (its cardinality), from :attr:`start_epoch`."""
         import tensorflow as tf
 
         dtype = tf.as_dtype(self.batches.dtype)
@@ -315,12 +325,25 @@ class BatchStream:
 
             return tf.data.Dataset.range(tf.size(bounds, out_type=tf.int64) - 1).map(part)
 
-        def from_start(_: Any) -> Any:  # runs once per iterator: where this pass starts
+        def end_of(epoch: Any) -> Any:  # no element: pulling past the epoch's last batch advances start_epoch
+            def finish(_: Any) -> Any:
+                done = tf.py_function(self._finished, [epoch], tf.int64)
+                with tf.control_dependencies([done]):
+                    empty = [
+                        tf.zeros([0, *spec.shape[1:]], spec.dtype) for spec in tf.nest.flatten(self.element_spec())
+                    ]
+                return tf.nest.pack_sequence_as(self.element_spec(), empty)
+
+            return tf.data.Dataset.range(1).map(finish).filter(lambda *_: False)
+
+        def from_start(_: Any) -> Any:  # runs once per iterator: which epoch this pass reads
             start = tf.py_function(self._begin, [], [tf.int64, tf.int64])
-            first, generation = tf.reshape(start[0], []), tf.reshape(start[1], [])
-            return tf.data.Dataset.range(first, 2**62).flat_map(lambda e: one_epoch(e, generation))
+            epoch, generation = tf.reshape(start[0], []), tf.reshape(start[1], [])
+            return one_epoch(epoch, generation).concatenate(end_of(epoch))
 
         ds = tf.data.Dataset.from_tensors(np.int64(0)).flat_map(from_start)
+        # Keras reads the number of steps from the cardinality: fit/evaluate/predict need no steps_per_epoch
+        ds = ds.apply(tf.data.experimental.assert_cardinality(elements))
         options = tf.data.Options()
         # The table is already partitioned: sharding it again would drop (workers-1)/workers of every partition.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -341,7 +364,7 @@ MAX_OPEN_GROUP_STREAMS = 4
 DISTRIBUTED_PREFETCH = 2
 
 
-def check_global_shuffle_prefetch(stream: BatchStream, prefetch: int) -> None:
+def check_global_shuffle_prefetch(stream: EpochPipeline, prefetch: int) -> None:
     """Refuse a global shuffle whose epochs are so short that a prefetch reaches the next epoch at once.
 
     Keras builds the model from a first iterator that it drops after one element; if its
@@ -369,10 +392,10 @@ class DistributedData:
     global_batch_size: int
     per_replica_batch_size: int
     num_workers: int
-    train: BatchStream
+    train: EpochPipeline
     validation_data: Any = None
     validation_steps: int | None = None
-    validation: BatchStream | None = field(default=None)
+    validation: EpochPipeline | None = field(default=None)
     #: what :func:`deeprc_tf.predict` needs to predict over this data (the columns are ``train.batches``'):
     #: the source table and the batch settings
     table: GlobalTable | None = None
@@ -481,7 +504,7 @@ def make_dataset(
             f"{replicas} replicas in sync"
         )
     per_replica = global_batch_size // replicas
-    train = BatchStream(
+    train = EpochPipeline(
         settings.table_batches(
             source, features, target, per_replica * local_replicas, align=TF_ALIGNMENT, what="make_dataset"
         ),
@@ -491,7 +514,7 @@ def make_dataset(
     warn_plan(train.batches, "make_dataset")
     validation = None
     if val is not None:
-        validation = BatchStream(
+        validation = EpochPipeline(
             settings.table_batches(
                 val,
                 features,
@@ -526,7 +549,7 @@ def make_dataset(
     )
 
 
-def _distribute(strategy: Any, stream: BatchStream, workers: int, prefetch: int) -> Any:
+def _distribute(strategy: Any, stream: EpochPipeline, workers: int, prefetch: int) -> Any:
     import tensorflow as tf
 
     rank = stream.batches.comm.rank

@@ -72,13 +72,22 @@ def _configure_coordination(cfg: dict[str, Any], timeout: float) -> None:
         logger.warning("deeprc_tf: could not set coordination timeouts (%s); using TensorFlow's defaults", exc)
 
 
-def strategy(communication: Communication = "auto", *, timeout: float | None = None) -> Any:
+def _quiet_worker(wiring: Wiring) -> None:
+    """Keras progress bars and fit logs from the chief only: other workers send them to absl (hidden by default)."""
+    if wiring.rank != 0:
+        import keras
+
+        keras.config.disable_interactive_logging()
+
+
+def strategy(communication: Communication = "auto", *, timeout: float | None = None, worker_logs: bool = False) -> Any:
     """Build the ``tf.distribute.Strategy`` for this job. Call it first, before any TF op.
 
     ``communication``: ``"auto"`` (what ``DEEPRC_BACKEND`` asks for, else NCCL when this
     worker has GPUs, else RING),
     ``"nccl"`` or ``"ring"``. ``timeout`` (seconds) bounds every collective and the
-    detection of a lost worker; it defaults to ``DEEPRC_COMM_TIMEOUT`` (300 s).
+    detection of a lost worker; it defaults to ``DEEPRC_COMM_TIMEOUT`` (300 s). Keras's
+    progress bars and logs print from the chief (rank 0) only, unless ``worker_logs=True``.
     Raises :class:`~deeprc_tf.startup.TFAlreadyStartedError` when TensorFlow has
     already run ops, and :class:`~deeprc_tf.keras_compat.KerasPatchError` on a Keras 3
     the #20585 workaround does not know.
@@ -123,4 +132,6 @@ def strategy(communication: Communication = "auto", *, timeout: float | None = N
     _configure_coordination(cfg, timeout)
     options = tf.distribute.experimental.CommunicationOptions(implementation=chosen, timeout_seconds=timeout)
     logger.info("deeprc_tf: MultiWorkerMirroredStrategy, worker %d of %d, %s", wiring.rank, wiring.world_size, chosen)
+    if not worker_logs:
+        _quiet_worker(wiring)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
