@@ -103,7 +103,8 @@ def fit_camels(even: str = "pad", fail_rank: str = "-1") -> dict[str, Any]:
         callbacks.append(Boom())
     history = model.fit(**data.fit_kwargs(callbacks), epochs=1, verbose=0)
     served = data.served or []
-    last = max(s.generation for s in served)
+    # the last iterator that read epoch 0 to its end (Keras's model-building pass reads a few batches first)
+    last = max(s.generation for s in served if s.epoch == 0 and s.number == data.steps_per_epoch - 1)
     epoch0 = [s for s in served if s.generation == last and s.epoch == 0]
     return {
         "rank": rank,

@@ -32,10 +32,14 @@ def test_help_lists_the_batch_settings_with_their_defaults() -> None:
     assert "default: 0" in out.split("--data.seed", 2)[-1][:300]
 
 
-def test_yaml_csv_path_under_torchrun_with_the_registered_strategy() -> None:
+def test_yaml_csv_path_under_torchrun_with_the_registered_strategy(tmp_path: Path) -> None:
     """source: data/ett/ETTh1.csv in YAML (was read as file contents), 2 ranks, --trainer.strategy deeprc."""
+    (tmp_path / "data").symlink_to(
+        REPO / "data"
+    )  # the YAML's relative path, from a scratch folder (config.yaml lands there)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())]
-    proc = _run([*cmd, *CLI, "fit", *CONFIG, "--trainer.strategy", "deeprc", "--trainer.enable_progress_bar", "false"])
+    args = ["--trainer.strategy", "deeprc", "--trainer.enable_progress_bar", "false"]
+    proc = _run([*cmd, *CLI, "fit", *CONFIG, *args], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "DeepRCStrategy" in proc.stderr or "Starting with 2 processes" in proc.stderr + proc.stdout
 
