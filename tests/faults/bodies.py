@@ -81,11 +81,15 @@ ERROR_CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "string column": ("columns", {"features": "s", "target": "y", "batch_size": 8}),
     "bool column": ("columns", {"features": "b", "target": "y", "batch_size": 8}),
     "timestamp column": ("columns", {"features": "ts", "target": "y", "batch_size": 8}),
-    "partition empty on rank 1": ("empty1", {"features": "x", "target": "y", "batch_size": 8}),
+    # even='drop': the default even='auto' moves rows onto the empty rank instead (tests/core/test_batches.py)
+    "partition empty on rank 1": ("empty1", {"features": "x", "target": "y", "batch_size": 8, "even": "drop"}),
     "batch_size 0": ("columns", {"features": "x", "target": "y", "batch_size": 0}),
     "batch_size '8'": ("columns", {"features": "x", "target": "y", "batch_size": "8"}),
     "batch_size 2.7": ("columns", {"features": "x", "target": "y", "batch_size": 2.7}),
-    "window longer than a partition": ("columns", {"features": "x", "target": "y", "batch_size": 8, "window": (80, 4)}),
+    "window longer than a partition": (
+        "columns",
+        {"features": "x", "target": "y", "batch_size": 8, "window": (80, 4), "even": "drop"},
+    ),
 }
 #: cases that must work, with the right values
 VALUE_CASES = {"misaligned buffer": "misaligned", "memory-mapped buffer": "mapped"}
