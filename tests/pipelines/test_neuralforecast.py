@@ -85,7 +85,9 @@ def test_eleven_models_in_one_pilot_quick(data_dir: Path, tmp_path: Path, deeprc
     assert two["series_per_rank"] == [4, 3] and two["windows_per_rank"] * 2 == one["windows_per_rank"]
     assert two["mae"] == pytest.approx(one["mae"], rel=0.05) and two["mse"] == pytest.approx(one["mse"], rel=0.05)
     for r in rows.values():  # the rows went to NeuralForecast packed once and cloned once by it; no DataFrame
-        assert r["copies"]["count"] == {"pack": 1, "neuralforecast": 1}, r["copies"]
+        # (plus the counted all-to-all that moves each series to its rank, where the preparation ran one)
+        moved = {k: v for k, v in r["copies"]["count"].items() if k != "exchange"}
+        assert moved == {"pack": 1, "neuralforecast": 1}, r["copies"]
     assert "search" in rows["AutoNHITS"] and rows["AutoNHITS"]["search"]["trials"] == 2
     pilot = json.loads((tmp_path / "pilot.json").read_text())
     assert pilot["concurrent"]["wall_s"] > 0 and len(pilot["concurrent"]["tasks"]) == 12
