@@ -329,18 +329,18 @@ class TableBatches:
             self._shuffled_epoch = 0
         else:
             self._load(source)
-        self._count_nan_targets()
         if even == "auto":
             self.even = "drop"
-            plan = None if self.shuffle == "global" else self._auto_plan()
-            if plan is None and self.shuffle != "global":  # 'drop' would skip samples that moving rows keeps
+            plan = self._make_plan() if self.shuffle == "global" else self._auto_plan()
+            if plan is None:  # 'drop' would skip samples that moving rows keeps
                 self.even = "rebalance"
                 self._base = self._rebalanced(source)
                 self._load(self._base)
-                self._count_nan_targets()
-            self.plan = plan or self._make_plan()
+                plan = self._make_plan()
         else:
-            self.plan = self._make_plan()
+            plan = self._make_plan()
+        self.plan = plan
+        self._count_nan_targets()  # of the table the plan is over: one collective
 
     def _make_plan(self) -> BatchPlan:
         return BatchPlan(
