@@ -75,10 +75,10 @@ def make_model(pl: Any, fail_rank: int | None = None, fail_at: int = 3) -> Any:
 
 
 def make_trainer(pl: Any, flav: Any, **kwargs: Any) -> Any:
-    """A quiet CPU Trainer with DeepRCStrategy (use_distributed_sampler left at its default)."""
+    """A quiet CPU Trainer, with DeepRCStrategy unless ``strategy=`` says otherwise (use_distributed_sampler left at its default)."""
     options: dict[str, Any] = dict(
         accelerator="cpu",
-        strategy=flav.DeepRCStrategy(),
+        strategy=kwargs.pop("strategy", None) or flav.DeepRCStrategy(),
         max_epochs=1,
         logger=False,
         enable_checkpointing=False,

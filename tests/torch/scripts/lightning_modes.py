@@ -17,11 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import deeprc_torch.lit
 import lightning.pytorch as L
 import torch
 
 import deeprc_core as dc
 from deeprc_torch import DeepRCDataModule, DeepRCStrategy
+from tests.torch.ranks_lightning import make_trainer  # the tests' quiet CPU Trainer (PYTHONPATH holds the repo)
 
 REPO = Path(__file__).resolve().parents[3]
 ETT = REPO / "data" / "ett" / "ETTh1.csv"
@@ -85,17 +87,7 @@ def main() -> None:
     strategy: Any = {"deeprc": DeepRCStrategy(), "default": "auto", "deeprc_name": "deeprc"}.get(
         strategy_name, strategy_name
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy=strategy,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = make_trainer(L, deeprc_torch.lit, devices=devices, strategy=strategy)
     data = DeepRCDataModule(first_rows, FEATURES, "OT", BATCH, split=(0.8, 0.2), return_index=True, seed=3)
     trainer.fit(Recorder(), datamodule=data)
 
