@@ -22,22 +22,17 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from deeprc_core.network import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
 PIPELINES = {"ett": "examples/ett_forecast.py", "camels": "examples/camels_lstm.py"}
 LAUNCHERS = ("pipeline", "deeprc", "mpirun", "torchrun")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def launch_command(launcher: str, ranks: int, script: str, args: list[str], log_dir: Path) -> list[str]:
@@ -62,7 +57,7 @@ def launch_command(launcher: str, ranks: int, script: str, args: list[str], log_
         ]
     if launcher == "torchrun":
         exe = shutil.which("torchrun") or str(Path(py).parent / "torchrun")
-        return [exe, "--nproc-per-node", str(ranks), "--master-port", str(_free_port()), script, *args]
+        return [exe, "--nproc-per-node", str(ranks), "--master-port", str(free_port("127.0.0.1")), script, *args]
     raise ValueError(f"launcher {launcher!r}: choose one of {LAUNCHERS}")
 
 

@@ -34,3 +34,14 @@ def test_socket_ifname_is_set_only_across_nodes_and_never_over_the_user() -> Non
     mine = {"GLOO_SOCKET_IFNAME": "ib0"}
     network.apply_socket_ifname("127.0.0.1", 2, mine)
     assert mine == {"GLOO_SOCKET_IFNAME": "ib0", "NCCL_SOCKET_IFNAME": "lo"}
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[127.0.0.1]"])
+def test_free_port_and_its_successor_can_be_bound_on_loopback(host: str) -> None:
+    """The one port probe (launcher, adapters, tests): MASTER_PORT and the TCP communicator's MASTER_PORT + 1."""
+    import socket
+
+    port = network.free_port(host)
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", port))
+        b.bind(("127.0.0.1", port + 1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from deeprc_core.wiring import requested_backend
+from deeprc_core.wiring import requested_backend, resolve_backend
 
 from deeprc_core import Wiring, WiringError, detect_wiring, env_vars, launchers
 
@@ -283,6 +283,30 @@ def test_requested_backend(raw: str, want: str | None) -> None:
 def test_requested_backend_rejects_unknown_values() -> None:
     with pytest.raises(WiringError, match="DEEPRC_BACKEND='ucc'.*nccl, gloo, mpi"):
         requested_backend({"DEEPRC_BACKEND": "ucc"})
+
+
+@pytest.mark.parametrize(
+    ("requested", "has_gpu", "want"),
+    [
+        (None, True, "nccl"),
+        (None, False, "gloo"),
+        ("auto", True, "nccl"),
+        ("auto", False, "gloo"),
+        ("", False, "gloo"),
+        ("gloo", True, "gloo"),  # an explicit choice wins over the GPUs
+        ("nccl", False, "nccl"),  # the caller checks that it can honour it (torch, TF fail with their own message)
+        ("MPI", True, "mpi"),
+    ],
+)
+def test_resolve_backend_is_the_one_resolution_of_auto(requested: str | None, has_gpu: bool, want: str) -> None:
+    """Launcher (--gpus-per-rank), torch (its device) and TF (its device list) all resolve auto here."""
+    assert resolve_backend(requested, has_gpu) == want
+    assert resolve_backend(requested_backend({"DEEPRC_BACKEND": requested or ""}), has_gpu) == want
+
+
+def test_resolve_backend_names_a_bad_value() -> None:
+    with pytest.raises(WiringError, match="backend 'ucc'.*auto, nccl, gloo, mpi"):
+        resolve_backend("ucc", False)
 
 
 def _record_env(launcher: launchers.Launcher, rank: int = 1, size: int = 4) -> dict[str, str]:

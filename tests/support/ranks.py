@@ -16,7 +16,6 @@ import os
 import pickle
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,22 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deeprc_core import network
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
-    """A TCP port that is free right now (and the next one, for the TCP communicator)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of ports")
+    """A loopback TCP port free now, and its successor (the TCP communicator's): the core's one probe."""
+    return network.free_port("127.0.0.1")
 
 
 @dataclass

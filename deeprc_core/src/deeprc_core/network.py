@@ -8,7 +8,8 @@ picks for a route to MASTER_ADDR**. Finding it sends no packet (a UDP ``connect`
 asks the routing table).
 
 :func:`apply_socket_ifname` sets ``GLOO_SOCKET_IFNAME`` and ``NCCL_SOCKET_IFNAME`` from
-that rule in multi-node jobs unless the user has set them.
+that rule in multi-node jobs unless the user has set them. :func:`free_port` is the one port
+probe of the launcher, both adapters and the tests.
 """
 
 from __future__ import annotations
@@ -45,6 +46,32 @@ def is_wildcard(host: str) -> bool:
         return ipaddress.ip_address(h).is_unspecified
     except ValueError:
         return False
+
+
+def free_port(host: str = "") -> int:
+    """A TCP port free on this host now, whose successor is free too.
+
+    The successor matters where the port becomes MASTER_PORT: the core's TCP communicator listens
+    on MASTER_PORT + 1. A loopback ``host`` is probed there only (ranks on one machine); any other
+    host, or none, on every interface (a port free there is free on each one). The port is
+    released on return, so another process may still take it first: callers that bind it retry
+    or fail with their own message.
+    """
+    bind_to = host.strip().strip("[]") if is_loopback(host.strip().strip("[]")) else ""
+    family = socket.AF_INET6 if ":" in bind_to else socket.AF_INET
+    for _ in range(200):
+        with socket.socket(family) as s:
+            s.bind((bind_to, 0))
+            port = int(s.getsockname()[1])
+        if port >= 65535:
+            continue
+        with socket.socket(family) as s2:
+            try:
+                s2.bind((bind_to, port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free pair of TCP ports on {host or 'this host'} after 200 tries")
 
 
 def resolve_ipv4(host: str) -> str | None:

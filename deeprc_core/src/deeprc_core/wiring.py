@@ -201,7 +201,25 @@ def detect_wiring(environ: Mapping[str, str] | None = None) -> Wiring:
 
 
 #: Values of DEEPRC_BACKEND (``deeprc-launch --backend``); ``auto`` is the same as unset.
+#: The one list: the launcher's ``--backend`` choices and every adapter's check come from it.
 BACKENDS = ("auto", "nccl", "gloo", "mpi")
+
+
+def resolve_backend(requested: str | None, has_gpu: bool) -> str:
+    """The backend a job's ranks use: ``requested`` (nccl, gloo or mpi) as it is, and ``auto``
+    (or None, or empty) as nccl when ``has_gpu``, else gloo.
+
+    The caller answers ``has_gpu`` (the core imports no framework): torch from its device,
+    TensorFlow from its device list, the launcher from ``--gpus-per-rank``. What a framework does
+    with the result (torch without MPI falls back to gloo, TF maps it to NCCL or RING) stays in
+    its adapter. Raises WiringError for a value that is not in :data:`BACKENDS`.
+    """
+    raw = (requested or "auto").strip().lower()
+    if raw not in BACKENDS:
+        raise WiringError(f"backend {requested!r} is not a backend; choose one of {', '.join(BACKENDS)}")
+    if raw == "auto":
+        return "nccl" if has_gpu else "gloo"
+    return raw
 
 
 def requested_backend(environ: Mapping[str, str] | None = None) -> str | None:

@@ -40,6 +40,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from deeprc_core.network import free_port
+
 from .runfiles import private_dir, read_job_env, read_job_secret, write_job_secret
 
 #: Exit code of a rank whose bootstrap failed before the user's command started.
@@ -118,21 +120,6 @@ def read_launch_files(env: Mapping[str, str]) -> dict[str, str]:
         with contextlib.suppress(OSError):
             files[kind] = Path(path).read_text()
     return files
-
-
-def free_port(host: str = "") -> int:
-    """A TCP port free on this host now, whose successor is free too (the core's TCP communicator uses it)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-        with socket.socket() as s2:
-            try:
-                s2.bind((host, port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of ports")
 
 
 def publish(rdv: Path, rank: int, record: dict[str, object]) -> None:

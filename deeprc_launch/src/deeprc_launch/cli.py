@@ -22,6 +22,8 @@ import sys
 import time
 from typing import Any
 
+from deeprc_core.wiring import BACKENDS
+
 from .console import EXIT_INTERRUPTED, EXIT_PILOT_FAILED, Reporter, report
 from .descriptions import (
     JobSpec,
@@ -39,7 +41,7 @@ from .output import follow, prepare_run_dir
 from .preflight import PreflightError, preflight
 from .resources import LOCAL_RESOURCE, add_resource_options, install_resource_config
 from .runfiles import write_job_env
-from .wiring_derivation import BACKENDS, FRAMEWORKS
+from .wiring_derivation import FRAMEWORKS
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,20 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from deeprc_core.wiring import Wiring
+from deeprc_core.wiring import Wiring, resolve_backend
 
 from deeprc_core import env_vars as ev
 
-from .wiring_derivation import BACKENDS, FRAMEWORKS, Layout, tf_config
-
-
-def resolve_backend(backend: str, gpus_per_rank: float) -> str:
-    """``auto`` becomes nccl with GPUs and gloo without."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-    if backend == "auto":
-        return "nccl" if gpus_per_rank > 0 else "gloo"
-    return backend
+from .wiring_derivation import FRAMEWORKS, Layout, tf_config
 
 
 def build_rank_env(
@@ -61,7 +52,7 @@ def build_rank_env(
         source="deeprc",
         hosts=tuple(hosts),
     )
-    backend = resolve_backend(backend, gpus_per_rank)
+    backend = resolve_backend(backend, has_gpu=gpus_per_rank > 0)  # the GPUs the job asks each rank for
     env = wiring.as_env()
     env[ev.BACKEND] = backend
     env[ev.RUN_ID] = run_id

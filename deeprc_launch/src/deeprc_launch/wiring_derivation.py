@@ -20,8 +20,7 @@ from deeprc_core.launchers import mpi_launcher
 
 Env = Mapping[str, str]
 
-#: Choices of ``--backend`` (auto: nccl with GPUs, else gloo) and ``--framework``.
-BACKENDS = ("auto", "nccl", "gloo", "mpi")
+#: Choices of ``--framework`` (``--backend``'s are the core's :data:`deeprc_core.wiring.BACKENDS`).
 FRAMEWORKS = ("auto", "torch", "tf", "none")
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Mapping
 from typing import Any
 
-from deeprc_core.network import address_toward
+from deeprc_core.network import address_toward, free_port
 
 from deeprc_core import Communicator, Wiring, WiringError, agree
 
@@ -36,15 +35,6 @@ def own_host(wiring: Wiring) -> str:
     if wiring.num_nodes == 1 and wiring.master_addr:
         return wiring.master_addr
     return address_toward(wiring.master_addr)
-
-
-def free_port(host: str) -> int:
-    """A TCP port free on ``host`` right now (bound and released)."""
-    bind_to = host if host in ("127.0.0.1", "localhost", "::1") else ""
-    with socket.socket(socket.AF_INET6 if ":" in bind_to else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((bind_to, 0))
-        return int(s.getsockname()[1])
 
 
 def parse_tf_config(raw: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from deeprc_core.comm import default_timeout
 from deeprc_core.network import apply_socket_ifname
-from deeprc_core.wiring import requested_backend
+from deeprc_core.wiring import requested_backend, resolve_backend
 
 from deeprc_core import Wiring, detect_wiring, get_communicator
 
@@ -80,6 +80,17 @@ def _quiet_worker(wiring: Wiring) -> None:
         keras.config.disable_interactive_logging()
 
 
+#: TF's collective implementation for each resolved backend: NCCL for nccl, RING (gRPC) for gloo and mpi.
+_TF_COMMUNICATION: dict[str, Communication] = {"nccl": "nccl", "gloo": "ring", "mpi": "ring"}
+
+
+def _communication(communication: Communication, asked: str | None, *, has_gpu: bool) -> Communication:
+    """``communication`` as ``nccl`` or ``ring``: ``auto`` takes the core's resolution of the launcher's backend."""
+    if communication != "auto":
+        return communication
+    return _TF_COMMUNICATION[resolve_backend(asked, has_gpu)]
+
+
 def strategy(communication: Communication = "auto", *, timeout: float | None = None, worker_logs: bool = False) -> Any:
     """Build the ``tf.distribute.Strategy`` for this job. Call it first, before any TF op.
 
@@ -94,9 +105,8 @@ def strategy(communication: Communication = "auto", *, timeout: float | None = N
     """
     if communication not in ("auto", "nccl", "ring"):
         raise ValueError(f"communication={communication!r}: choose 'auto', 'nccl' or 'ring'")
-    if communication == "auto":  # the launcher's --backend (DEEPRC_BACKEND): nccl, or ring for gloo/mpi
-        asked = requested_backend()
-        communication = "auto" if asked is None else "nccl" if asked == "nccl" else "ring"
+    # auto: the launcher's --backend (DEEPRC_BACKEND), read now so that a bad value fails before TF starts
+    asked = requested_backend() if communication == "auto" else None
     wiring = detect_wiring()
     timeout = default_timeout() if timeout is None else float(timeout)
     if wiring.world_size == 1:
@@ -106,9 +116,8 @@ def strategy(communication: Communication = "auto", *, timeout: float | None = N
         if len(gpus) > 1:
             require_fresh_tf("deeprc_tf.strategy() (MirroredStrategy over several GPUs)")
             patch_keras()  # the scalar-loss scaling fix applies to every multi-replica strategy
-            cross = (
-                tf.distribute.NcclAllReduce() if communication != "ring" else tf.distribute.HierarchicalCopyAllReduce()
-            )
+            nccl = _communication(communication, asked, has_gpu=True) == "nccl"
+            cross = tf.distribute.NcclAllReduce() if nccl else tf.distribute.HierarchicalCopyAllReduce()
             return tf.distribute.MirroredStrategy(cross_device_ops=cross)
         return tf.distribute.get_strategy()
 
@@ -121,6 +130,7 @@ def strategy(communication: Communication = "auto", *, timeout: float | None = N
     import tensorflow as tf
 
     gpus = _pin_local_gpus(wiring)
+    communication = _communication(communication, asked, has_gpu=bool(gpus))
     if communication == "nccl" and not gpus:
         raise ValueError(
             "communication='nccl' (or DEEPRC_BACKEND=nccl, deeprc-launch --backend nccl) needs GPUs, but this "
@@ -128,7 +138,7 @@ def strategy(communication: Communication = "auto", *, timeout: float | None = N
         )
     apply_socket_ifname(wiring.master_addr, wiring.num_nodes)  # NCCL across nodes: the interface toward rank 0
     impl = tf.distribute.experimental.CommunicationImplementation
-    chosen = impl.NCCL if (communication == "nccl" or (communication == "auto" and gpus)) else impl.RING
+    chosen = impl.NCCL if communication == "nccl" else impl.RING
     _configure_coordination(cfg, timeout)
     options = tf.distribute.experimental.CommunicationOptions(implementation=chosen, timeout_seconds=timeout)
     logger.info("deeprc_tf: MultiWorkerMirroredStrategy, worker %d of %d, %s", wiring.rank, wiring.world_size, chosen)

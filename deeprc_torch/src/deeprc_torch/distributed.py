@@ -9,15 +9,14 @@ every launcher without extra flags.
 from __future__ import annotations
 
 import logging
-import socket
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from deeprc_core.comm.base import default_timeout
 from deeprc_core.launchers import can_agree_over_mpi
-from deeprc_core.network import apply_socket_ifname, host_address
-from deeprc_core.wiring import requested_backend
+from deeprc_core.network import apply_socket_ifname, free_port, host_address
+from deeprc_core.wiring import requested_backend, resolve_backend
 
 from deeprc_core import Wiring, WiringError, detect_wiring, env_vars, get_communicator
 
@@ -38,12 +37,6 @@ def pg_timeout(timeout: float | timedelta | None = None) -> timedelta:
     return timedelta(seconds=default_timeout())  # the core's one reader: a bad value names the variable
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return int(s.getsockname()[1])
-
-
 def rendezvous(wiring: Wiring | None = None) -> tuple[str, int]:
     """(address, port) of rank 0 for ``init_process_group``; collective when the launcher gave none."""
     wiring = detect_wiring() if wiring is None else wiring
@@ -59,7 +52,7 @@ def rendezvous(wiring: Wiring | None = None) -> tuple[str, int]:
             )
         try:  # rank 0 chooses; MPI carries it (the TCP communicator would itself need the port)
             comm = get_communicator(wiring)
-            addr, port = comm.bcast((addr or host_address(), port or _free_port()) if wiring.rank == 0 else None)
+            addr, port = comm.bcast((addr or host_address(), port or free_port()) if wiring.rank == 0 else None)
         except Exception as exc:
             raise WiringError(
                 f"{wiring.source}: MASTER_ADDR/MASTER_PORT are not set and could not be agreed through MPI ({exc}); "
@@ -79,27 +72,20 @@ def default_backend(device: torch.device | str | None = None) -> str:
     torch while the core's collectives go through MPI.
     """
     asked = requested_backend()
-    if asked == "nccl":
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"{env_vars.BACKEND}=nccl (deeprc-launch --backend nccl) but this rank sees no CUDA GPU; "
-                "use --backend gloo (or auto) on CPU nodes, or give every rank a GPU"
-            )
-        return "nccl"
-    if asked == "gloo":
-        return "gloo"
-    if asked == "mpi":
-        if dist.is_mpi_available():
-            return "mpi"
+    if asked == "nccl" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"{env_vars.BACKEND}=nccl (deeprc-launch --backend nccl) but this rank sees no CUDA GPU; "
+            "use --backend gloo (or auto) on CPU nodes, or give every rank a GPU"
+        )
+    has_gpu = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    backend = resolve_backend(asked, has_gpu)  # the core's one resolution of auto
+    if backend == "mpi" and not dist.is_mpi_available():
         log.warning(
             "%s=mpi: this torch has no MPI backend; torch.distributed uses gloo, the core's collectives MPI",
             env_vars.BACKEND,
         )
         return "gloo"
-    dev = torch.device(device) if device is not None else None
-    if dev is None:
-        return "nccl" if torch.cuda.is_available() else "gloo"
-    return "nccl" if dev.type == "cuda" else "gloo"
+    return backend
 
 
 def init_process_group(
