@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from deeprc_core.adapter import EpochCursor, Source, resolve_source, warn_plan
 from deeprc_core.batch_settings import BatchOptions, BatchSettings
-from deeprc_core.prediction import Predictions, predict_all
+from deeprc_core.prediction import Predictions, predict_all, prediction_batches
+
+from deeprc_core import TableBatches
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -40,7 +42,7 @@ class NumpyLoader:
         self.features, self.target = features, target
         self.settings = BatchSettings.from_options("NumpyLoader", options)  # checked once, as in every adapter
         table = resolve_source(source, "NumpyLoader")  # a GlobalTable, a path or a function
-        self.batches = self.settings.table_batches(table, features, target, batch_size, what="NumpyLoader")
+        self.batches = TableBatches(table, features, target, batch_size, self.settings, what="NumpyLoader")
         warn_plan(self.batches, "NumpyLoader")  # the same words as deeprc-torch and deeprc-tf
         self.cursor = EpochCursor(self.batches)
 
@@ -69,7 +71,7 @@ class NumpyLoader:
     def predict(self, predict: Callable[[np.ndarray], Any], source: Source, root: int | None = 0) -> Predictions | None:
         """Every sample of ``source`` predicted once, gathered in global order on ``root`` (collective)."""
         table = resolve_source(source, "NumpyLoader.predict")
-        batches = self.settings.prediction_batches(table, self.features, self.target, 256)
+        batches = prediction_batches(table, self.features, self.target, 256, self.settings)
         return predict_all(batches, predict, root=root)
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from deeprc_core.batch_settings import BatchOptions, BatchSettings, as_numpy_dtype
 
-from deeprc_core import GlobalTable, LocalCommunicator, Window
+from deeprc_core import GlobalTable, LocalCommunicator, TableBatches, Window
 
 
 def test_the_keywords_and_the_record_list_the_same_settings() -> None:
@@ -51,7 +51,7 @@ def test_framework_dtypes_become_numpy_dtypes_without_importing_the_framework() 
 def test_table_batches_of_training_and_evaluation_splits() -> None:
     t = GlobalTable(pa.table({"a": np.arange(100.0), "y": np.arange(100.0)}), LocalCommunicator())
     s = BatchSettings.from_options("x", {"window": (10, 1, 5), "eval_window": (10, 1), "drop_last": True})
-    train = s.table_batches(t, "a", "y", 8)
-    evaluation = s.table_batches(t, "a", "y", 8, evaluation=True)
+    train = TableBatches(t, "a", "y", 8, s)
+    evaluation = TableBatches(t, "a", "y", 8, s.for_eval())
     assert train.window == Window(10, 1, 5) and evaluation.window == Window(10, 1)
     assert train.num_samples < evaluation.num_samples

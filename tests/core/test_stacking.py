@@ -197,12 +197,12 @@ def test_stacking_ahead_in_the_kernels_thread_gives_the_same_batches(options: di
 
 @needs_kernel
 def test_the_worker_stacks_queued_batches_in_order_without_holding_the_gil() -> None:
-    assert stacking._native is not None
+    assert stacking.NATIVE is not None
     cols = _columns(20_000, 16, "float32")
     reference = np.stack(cols, axis=1)
-    handle = stacking._native.Columns(cols)
+    handle = stacking.NATIVE.Columns(cols)
     assert handle.num_samples == 20_000
-    worker = stacking._native.Worker(8)
+    worker = stacking.NATIVE.Worker(8)
     rng = np.random.default_rng(3)
     jobs = []
     for k in range(8):
@@ -233,9 +233,9 @@ def test_the_worker_stacks_queued_batches_in_order_without_holding_the_gil() -> 
 def test_the_worker_holds_its_buffers_and_stops_with_the_epoch() -> None:
     import gc
 
-    assert stacking._native is not None
+    assert stacking.NATIVE is not None
     cols = _columns(1000, 3, "float64")
-    worker = stacking._native.Worker(2)
+    worker = stacking.NATIVE.Worker(2)
     out = np.empty((10, 3))
     view = out[:]
     want = np.stack(cols, axis=1)[990:]
@@ -244,7 +244,7 @@ def test_the_worker_holds_its_buffers_and_stops_with_the_epoch() -> None:
     gc.collect()
     worker.wait(ticket)
     assert (out == want).all()
-    from deeprc_core.batches import STACK_THREADS
+    from deeprc_core.stacked_groups import STACK_THREADS
 
     before = _threads()
     n = 20_000
@@ -260,8 +260,8 @@ def test_the_worker_holds_its_buffers_and_stops_with_the_epoch() -> None:
 
 @needs_kernel
 def test_a_worker_used_after_fork_fails_at_once_instead_of_hanging() -> None:
-    assert stacking._native is not None
-    worker = stacking._native.Worker(2)
+    assert stacking.NATIVE is not None
+    worker = stacking.NATIVE.Worker(2)
     cols = _columns(100, 2, "float32")
     pid = os.fork()
     if pid == 0:  # the child: the worker's thread did not come with it

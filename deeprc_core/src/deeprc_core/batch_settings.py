@@ -3,9 +3,12 @@
 An adapter entry point (``deeprc_torch.loader``, ``DeepRCDataModule``,
 ``deeprc_tf.make_dataset``, ``DeepRCSequence``, your own) lists only its framework's own
 arguments and takes the batch settings as ``**options: Unpack[BatchOptions]``; it builds
-its batches with ``BatchSettings.from_options(what, options).table_batches(...)``. So the
-names, types, defaults, checks and error messages are the same in every adapter, and a
-new setting is added here once.
+its batches with ``TableBatches(table, features, target, batch_size, settings)`` where
+``settings = BatchSettings.from_options(what, options)``. So the names, types, defaults,
+checks and error messages are the same in every adapter, each setting is checked once (in
+:meth:`BatchSettings.from_options`), and a new setting is added here once: a field of
+:class:`BatchSettings`, its keyword in :class:`BatchOptions` and its row below (plus its check
+in ``from_options`` when it needs one); only the code that uses it reads it from the record.
 
 =================  ===========  ===============================================================
 keyword            default      meaning
@@ -36,17 +39,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, get_type_hints
+from typing import Any, Literal, TypedDict, TypeVar, get_type_hints
 
 import numpy as np
 
 from .plan import EVEN_POLICIES, EvenPolicy, ShuffleMode, check_shuffle_with_window, normalize_shuffle
 from .views import READONLY_POLICIES, ReadOnlyPolicy
 from .windows import Window
-
-if TYPE_CHECKING:
-    from .batches import TableBatches
-    from .table import GlobalTable
 
 #: What ``window=``/``eval_window=`` accept.
 WindowSpec = Window | Sequence[int] | Mapping[str, Any] | None
@@ -125,109 +124,72 @@ class BatchSettings:
 
     @classmethod
     def from_options(cls, what: str, options: Mapping[str, Any]) -> BatchSettings:
-        """Check and normalise the keywords an adapter received (``what`` names it in every error)."""
+        """Check and normalise the keywords an adapter received (``what`` names it in every error).
+
+        The one place a setting is checked: whatever takes the record (``TableBatches``, the
+        adapters) trusts it. A setting not named below is taken as given, with its field's default.
+        """
         known = [f.name for f in fields(cls)]
         unknown = sorted(set(options) - set(known))
         if unknown:
             raise TypeError(f"{what}: unknown keyword(s) {unknown}; the batch settings are {known}")
-        o = dict(options)
-        even = o.get("even", "auto")
-        if even not in EVEN_POLICIES:
-            raise ValueError(f"{what}: even={even!r}: choose one of {EVEN_POLICIES}")
-        readonly = o.get("readonly", "auto")
-        if readonly not in READONLY_POLICIES:
-            raise ValueError(f"{what}: readonly={readonly!r}: choose one of {READONLY_POLICIES}")
+        o: dict[str, Any] = {f.name: f.default for f in fields(cls)}
+        o.update(options)
+        if o["even"] not in EVEN_POLICIES:
+            raise ValueError(f"{what}: even={o['even']!r}: choose one of {EVEN_POLICIES}")
+        if o["readonly"] not in READONLY_POLICIES:
+            raise ValueError(f"{what}: readonly={o['readonly']!r}: choose one of {READONLY_POLICIES}")
         try:
-            shuffle = normalize_shuffle(o.get("shuffle", True))
+            o["shuffle"] = normalize_shuffle(o["shuffle"])
         except ValueError as exc:
             raise ValueError(f"{what}: {exc}") from None
-        window = Window.coerce(o.get("window"))
-        eval_window = Window.coerce(o.get("eval_window")) or window
-        if (window is None) != (eval_window is None):
+        o["window"] = window = Window.coerce(o["window"])
+        o["eval_window"] = Window.coerce(o["eval_window"]) or window
+        if (window is None) != (o["eval_window"] is None):
             raise ValueError(
                 f"{what}: eval_window= needs window= (batches of rows and of windows cannot be mixed across splits)"
             )
-        check_shuffle_with_window(shuffle, window, what)
-        stack_ahead = o.get("stack_ahead", 2)
+        check_shuffle_with_window(o["shuffle"], window, what)
+        stack_ahead = o["stack_ahead"]
         if isinstance(stack_ahead, bool) or not isinstance(stack_ahead, int) or stack_ahead < 0:
             raise ValueError(
                 f"{what}: stack_ahead={stack_ahead!r}: give a number of groups >= 0 (0: stack in the loop)"
             )
-        return cls(
-            shuffle=shuffle,
-            seed=int(o.get("seed", 0)),
-            even=even,
-            window=window,
-            eval_window=eval_window,
-            drop_last=bool(o.get("drop_last", False)),
-            dropna_target=bool(o.get("dropna_target", True)),
-            dtype=as_numpy_dtype(o.get("dtype", np.float32)),
-            readonly=readonly,
-            stack_ahead=stack_ahead,
-        )
+        o["seed"] = int(o["seed"])
+        o["drop_last"], o["dropna_target"] = bool(o["drop_last"]), bool(o["dropna_target"])
+        o["dtype"] = as_numpy_dtype(o["dtype"])
+        return cls(**o)
+
+    @classmethod
+    def resolve(
+        cls, what: str, settings: BatchSettings | None, options: Mapping[str, Any], **defaults: Any
+    ) -> BatchSettings:
+        """``settings``, or else the record of the keywords ``options`` (over ``defaults``).
+
+        For a class that takes the record or, as a convenience, the keywords (``TableBatches``,
+        :func:`~deeprc_core.prediction.prediction_batches`): both reach :meth:`from_options`.
+        """
+        if settings is None:
+            return cls.from_options(what, {**defaults, **options})
+        if not isinstance(settings, BatchSettings):
+            raise TypeError(f"{what}: settings must be a BatchSettings record, got {type(settings).__name__}")
+        if options:
+            raise TypeError(
+                f"{what}: give the batch settings as a BatchSettings record or as keywords, not both "
+                f"(keywords {sorted(options)}; use dataclasses.replace(settings, ...) to change a record)"
+            )
+        return settings
 
     def for_eval(self) -> BatchSettings:
         """These settings for an evaluation split: in order, nothing dropped, in ``eval_window``."""
         return replace(self, shuffle="none", drop_last=False, window=self.eval_window)
 
-    def table_batches(
-        self,
-        table: GlobalTable,
-        features: str | Sequence[str],
-        target: str | Sequence[str] | None,
-        batch_size: int,
-        *,
-        evaluation: bool = False,
-        align: int | None = None,
-        what: str = "dataset",
-    ) -> TableBatches:
-        """The agreed :class:`~deeprc_core.TableBatches` of ``table`` under these settings (collective)."""
-        from .batches import TableBatches
+    def for_prediction(self, window: WindowSpec = None, dropna_target: bool = False) -> BatchSettings:
+        """These settings for prediction: in order, padded (equal batch counts), every sample unless ``dropna_target``.
 
-        s = self.for_eval() if evaluation else self
-        return TableBatches(
-            table,
-            features,
-            target,
-            batch_size,
-            shuffle=s.shuffle,
-            seed=s.seed,
-            even=s.even,
-            drop_last=s.drop_last,
-            window=s.window,
-            dropna_target=s.dropna_target,
-            dtype=s.dtype,
-            align=align,
-            stack_ahead=s.stack_ahead,
-            what=what,
-        )
-
-    def prediction_batches(
-        self,
-        table: GlobalTable,
-        features: str | Sequence[str],
-        target: str | Sequence[str] | None,
-        batch_size: int,
-        *,
-        window: Window | Sequence[int] | dict[str, Any] | None = None,
-        dropna_target: bool = False,
-        align: int | None = None,
-        what: str = "predict",
-    ) -> TableBatches:
-        """:func:`deeprc_core.prediction.prediction_batches` in these settings' dtype and ``eval_window`` (collective).
-
-        ``window`` overrides ``eval_window``; every sample is predicted unless ``dropna_target``.
+        ``window`` overrides ``eval_window``.
         """
-        from .prediction import prediction_batches
-
-        return prediction_batches(
-            table,
-            features,
-            target,
-            batch_size,
-            window=self.eval_window if window is None else window,
-            dropna_target=dropna_target,
-            dtype=self.dtype,
-            align=align,
-            what=what,
+        w = Window.coerce(window) or self.eval_window
+        return replace(
+            self, shuffle="none", even="pad", drop_last=False, window=w, eval_window=w, dropna_target=dropna_target
         )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stacking import _native
+from .stacking import NATIVE
 from .views import aligned_empty
 
 #: Feistel rounds (even, so the halves end where they started)
@@ -89,9 +89,9 @@ class Permutation:
             raise IndexError(f"Permutation: positions must lie in range({self.n})")
         if self._held is not None:
             return self._held[pos]
-        if _native is not None:
+        if NATIVE is not None:
             out = np.empty(pos.shape, self.dtype)
-            _native.permute(out, np.ascontiguousarray(pos, np.int64), self.n, self._left, self._right, self._key_bytes)
+            NATIVE.permute(out, np.ascontiguousarray(pos, np.int64), self.n, self._left, self._right, self._key_bytes)
             return out
         return self._numpy(pos)
 
@@ -112,9 +112,9 @@ class Permutation:
             raise IndexError(f"Permutation: positions {lo}..{hi} are outside range({self.n})")
         if self._held is not None:
             return self._held[lo:hi].copy()
-        if _native is not None:
+        if NATIVE is not None:
             out = np.empty(hi - lo, self.dtype)
-            _native.permute(out, int(lo), self.n, self._left, self._right, self._key_bytes)
+            NATIVE.permute(out, int(lo), self.n, self._left, self._right, self._key_bytes)
             return out
         return self._numpy(np.arange(lo, hi, dtype=np.int64))
 

@@ -188,14 +188,6 @@ class BatchPlan:
             return None
         return Permutation(self.num_samples, [self.seed, epoch, self.rank])
 
-    def order(self, epoch: int) -> np.ndarray | None:
-        """The local sample order of ``epoch``, whole and aligned (None means 0..n-1 in order).
-
-        4 bytes per local sample: :meth:`batches` computes each batch's part instead.
-        """
-        perm = self.permutation(epoch)
-        return None if perm is None else perm.array()
-
     def batch_range(self, first: int = 0, last: int | None = None) -> tuple[int, int]:
         """``first, last`` checked as a batch range within ``0 .. num_batches`` (``last`` None: to the end)."""
         last = self.num_batches if last is None else last

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from .batch_settings import BatchSettings, WindowSpec
 from .batches import Batch, TableBatches
 from .comm.base import Communicator, agree
 from .table import GlobalTable
-from .windows import Window
 
 
 @dataclass
@@ -47,37 +47,29 @@ def prediction_batches(
     features: str | Sequence[str],
     target: str | Sequence[str] | None,
     batch_size: int,
+    settings: BatchSettings | None = None,
     *,
-    window: Window | Sequence[int] | dict[str, Any] | None = None,
+    window: WindowSpec = None,
     dropna_target: bool = False,
-    dtype: Any = np.float32,
     align: int | None = None,
     what: str = "predict",
+    **options: Any,
 ) -> TableBatches:
     """Unshuffled, padded batches over every sample of ``source``: equal batch counts on all ranks (collective).
 
+    ``settings`` is an adapter's :class:`~deeprc_core.batch_settings.BatchSettings` (its
+    dtype and ``eval_window`` are used; :meth:`~BatchSettings.for_prediction`), or give the
+    batch-setting keywords (``dtype=``). ``window`` overrides the settings' window.
     ``dropna_target=True`` leaves out samples whose target is NaN (e.g. days without an
     observation, when scoring); by default every sample is predicted. A partition too
     small to hold one sample (even='pad' needs one to repeat) is first rebalanced over
     the ranks (one counted move of the rows).
     """
-    coerced = Window.coerce(window)
-    span = 1 if coerced is None else coerced.span
+    s = BatchSettings.resolve(what, settings, options).for_prediction(window, dropna_target)
+    span = 1 if s.window is None else s.window.span
     if min(source.row_counts) < span:  # the same decision on every rank: row_counts is global
         source = source.rebalance()
-    return TableBatches(
-        source,
-        features,
-        target,
-        batch_size,
-        shuffle=False,
-        even="pad",
-        window=window,
-        dropna_target=dropna_target,
-        dtype=dtype,
-        align=align,
-        what=what,
-    )
+    return TableBatches(source, features, target, batch_size, s, align=align, what=what)
 
 
 def _concat(parts: Sequence[np.ndarray]) -> np.ndarray | None:

@@ -48,11 +48,13 @@ def _load_native() -> ModuleType | None:
     return _stack
 
 
-_native = _load_native()
-_kernel: Callable[[np.ndarray, Any, int | np.ndarray], None] | None = None if _native is None else _native.stack
+#: The compiled kernel module (``deeprc_core._stack``: stacking, gathering, permuting), or None where numpy
+#: does the work (not built, or ``DEEPRC_STACK_KERNEL=numpy``); :mod:`deeprc_core.permutation` uses it too
+NATIVE = _load_native()
+_kernel: Callable[[np.ndarray, Any, int | np.ndarray], None] | None = None if NATIVE is None else NATIVE.stack
 
 #: The implementation that stacks separate columns in this process: "compiled" or "numpy".
-STACK_KERNEL = "compiled" if _native is not None else "numpy"
+STACK_KERNEL = "compiled" if NATIVE is not None else "numpy"
 
 
 def _kernel_takes(columns: Sequence[np.ndarray]) -> bool:
@@ -90,7 +92,7 @@ class ColumnStack:
         self.sample_shape: tuple[int, ...] = (*self.columns[0].shape[1:], len(self.columns))
         self.dtype = self.columns[0].dtype
         # the kernel's checked handle on the column buffers (parsed once, not per batch)
-        self._handle = None if _native is None or not _kernel_takes(self.columns) else _native.Columns(self.columns)
+        self._handle = None if NATIVE is None or not _kernel_takes(self.columns) else NATIVE.Columns(self.columns)
 
     @classmethod
     def rows_of(cls, array: np.ndarray) -> ColumnStack:
@@ -156,9 +158,9 @@ class StackAhead:
     """
 
     def __init__(self, capacity: int, threads: int = 1) -> None:
-        if _native is None:
+        if NATIVE is None:
             raise RuntimeError(f"StackAhead needs the compiled kernel ({env_vars.STACK_KERNEL}: {STACK_KERNEL})")
-        self._worker = _native.Worker(capacity, threads)
+        self._worker = NATIVE.Worker(capacity, threads)
 
     def submit(
         self, stack: ColumnStack, rows: slice | np.ndarray, reason: str = "stack", alignment: int | None = None

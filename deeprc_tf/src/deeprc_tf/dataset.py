@@ -44,7 +44,6 @@ Under ``tf.distribute`` the per-worker pipeline goes to
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -54,7 +53,6 @@ from deeprc_core.adapter import Source, resolve_source, warn_plan
 from deeprc_core.batch_settings import BatchOptions, BatchSettings
 from deeprc_core.plan import positive_int
 from deeprc_core.views import TF_ALIGNMENT, aligned_empty, is_aligned
-from deeprc_core.windows import Window
 
 from deeprc_core import EpochRows, GlobalTable, TableBatches, detect_wiring, record_copy
 
@@ -451,7 +449,6 @@ def make_dataset(
     val: Source | None = None,
     prefetch: int = 2,
     record: bool = False,
-    val_window: Window | Sequence[int] | dict[str, Any] | None = None,
     **options: Unpack[BatchOptions],
 ) -> DistributedData:
     """This rank's partition of ``source`` as a distributed dataset for ``model.fit`` (collective).
@@ -467,8 +464,7 @@ def make_dataset(
     batch of one step across all replicas; each replica gets
     ``global_batch_size / num_replicas_in_sync``. ``val`` is an optional validation
     table (same columns), read in order, in windows of ``eval_window`` (default: ``window``;
-    e.g. stride 1 to score every window while training on every k-th; ``val_window`` is its
-    deprecated old name). ``record=True``
+    e.g. stride 1 to score every window while training on every k-th). ``record=True``
     keeps the global ids of every training batch served (:attr:`DistributedData.served`),
     to check coverage.
 
@@ -477,13 +473,6 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    if val_window is not None:
-        warnings.warn(
-            "make_dataset(val_window=...) is deprecated: pass eval_window=, the name every Deep RC adapter uses",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        options.setdefault("eval_window", val_window)
     settings = BatchSettings.from_options("make_dataset", options)
     strategy = tf.distribute.get_strategy() if strategy is None else strategy
     source = resolve_source(source, "make_dataset")
@@ -505,8 +494,8 @@ def make_dataset(
         )
     per_replica = global_batch_size // replicas
     train = EpochPipeline(
-        settings.table_batches(
-            source, features, target, per_replica * local_replicas, align=TF_ALIGNMENT, what="make_dataset"
+        TableBatches(
+            source, features, target, per_replica * local_replicas, settings, align=TF_ALIGNMENT, what="make_dataset"
         ),
         local_replicas,
         record,
@@ -515,12 +504,12 @@ def make_dataset(
     validation = None
     if val is not None:
         validation = EpochPipeline(
-            settings.table_batches(
+            TableBatches(
                 val,
                 features,
                 target,
                 per_replica * local_replicas,
-                evaluation=True,
+                settings.for_eval(),
                 align=TF_ALIGNMENT,
                 what="make_dataset val",
             ),

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from deeprc_core.adapter import Source, resolve_source
 from deeprc_core.batch_settings import BatchSettings
-from deeprc_core.prediction import Predictions, predict_all
+from deeprc_core.prediction import Predictions, predict_all, prediction_batches
 from deeprc_core.views import TF_ALIGNMENT
 from deeprc_core.windows import Window
 
@@ -65,11 +65,12 @@ def predict(
             )
         settings = BatchSettings()  # float32, no window unless given
         table = resolve_source(source, "deeprc_tf.predict")
-    batches = settings.prediction_batches(
+    batches = prediction_batches(
         table,
         features,
         target,
         DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+        settings,
         window=window,
         dropna_target=dropna_target,
         align=TF_ALIGNMENT,

@@ -19,7 +19,7 @@ from deeprc_core.adapter import Source, resolve_source, warn_plan
 from deeprc_core.batch_settings import BatchOptions, BatchSettings
 from deeprc_core.views import TF_ALIGNMENT
 
-from deeprc_core import Batch
+from deeprc_core import Batch, TableBatches
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -49,8 +49,14 @@ class DeepRCSequence(keras.utils.PyDataset):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         settings = BatchSettings.from_options("DeepRCSequence", options)
         align = TF_ALIGNMENT if keras.backend.backend() == "tensorflow" else None
-        self.batches = settings.table_batches(
-            resolve_source(source, "DeepRCSequence"), features, target, batch_size, align=align, what="DeepRCSequence"
+        self.batches = TableBatches(
+            resolve_source(source, "DeepRCSequence"),
+            features,
+            target,
+            batch_size,
+            settings,
+            align=align,
+            what="DeepRCSequence",
         )
         warn_plan(self.batches, "DeepRCSequence")
         self.epoch = 0

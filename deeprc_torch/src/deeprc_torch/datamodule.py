@@ -28,6 +28,7 @@ import torch
 from deeprc_core.adapter import check_resumable, warn_plan
 from deeprc_core.batch_settings import BatchOptions, BatchSettings, with_batch_options
 from deeprc_core.plan import positive_int
+from deeprc_core.prediction import prediction_batches
 
 from deeprc_core import DeepRCError, GlobalTable, TableBatches, WiringError, detect_wiring
 
@@ -218,16 +219,16 @@ class DataModuleLogic:
                 target = None  # prediction data may come without targets
         train = name == "train"
         if name == "predict":  # every row once: unshuffled, padded (equal steps on every rank), nothing dropped
-            batches = self.settings.prediction_batches(
-                table, self.features, target, self.eval_batch_size, what="DeepRCDataModule predict"
+            batches = prediction_batches(
+                table, self.features, target, self.eval_batch_size, self.settings, what="DeepRCDataModule predict"
             )
             return batches  # its padding is expected (GatherPredictions removes it): no warning
-        batches = self.settings.table_batches(
+        batches = TableBatches(
             table,
             self.features,
             target,
             self.batch_size if train else self.eval_batch_size,
-            evaluation=not train,
+            self.settings if train else self.settings.for_eval(),
             what=f"DeepRCDataModule {name}",
         )
         warn_plan(batches, f"DeepRCDataModule {name}")

@@ -213,7 +213,7 @@ def loader(
     """
     settings = BatchSettings.from_options("deeprc_torch.loader", options)
     table = resolve_source(source, "deeprc_torch.loader")
-    batches = settings.table_batches(table, features, target, batch_size, what="deeprc_torch.loader")
+    batches = TableBatches(table, features, target, batch_size, settings, what="deeprc_torch.loader")
     warn_plan(batches, "deeprc_torch.loader")
     dev = None if device is None else torch.device(device)
     if dev is not None and dev.type == "cuda" and dev.index is None:
