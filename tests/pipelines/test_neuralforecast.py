@@ -1,9 +1,13 @@
 """The paper's eleven NeuralForecast models fed by Deep RC (examples/pipelines/neuralforecast_models.py).
 
 The long-format preparation on 1 and 2 ranks (each series whole on one rank, time-ordered,
-the same values), and the whole pipeline at ``--quick`` size: eleven tasks plus NLinear on 2
-ranks in one real local pilot, every metric finite, the 2-rank model within tolerance of the
+the same values); every one of the eleven models built from its plan; and the pipeline at
+``--quick`` size in one real local pilot: NLinear and AutoNHITS (the search) as concurrent
+tasks plus NLinear on 2 ranks, every metric finite, the 2-rank model within tolerance of the
 1-rank one, and the hand-over copies counted (packing and NeuralForecast's own clone, no pandas).
+The test runs three of the twelve tasks: each task imports NeuralForecast (torch, Lightning,
+ray.tune: about 45 CPU-seconds), so all twelve cost CI ~8 minutes on 2 cores; all eleven
+train in the committed ``--quick`` and ``--paper`` runs (docs/results/neuralforecast-*).
 """
 
 from __future__ import annotations
@@ -47,15 +51,32 @@ def test_long_format_is_partitioned_by_series(data_dir: Path) -> None:
         assert g["copies"].get("pack") == 1 and "from-pandas" not in g["copies"]
 
 
+@pytest.mark.torch
+def test_every_paper_model_builds_from_its_plan() -> None:
+    pytest.importorskip(
+        "neuralforecast", reason="neuralforecast is installed by ./dev setup (requirements/forecast.txt)"
+    )
+    from examples.pipelines import nf_models
+
+    for size in nf_models.SIZES:
+        for name in nf_models.PAPER_MODELS:
+            p = nf_models.plan(name, size)
+            model = nf_models.build(p, horizon=96, input_size=96, seed=1)
+            assert type(model).__name__ == name, (size, name)
+            if name != "AutoNHITS":  # the search builds its NHITS per trial
+                assert model.h == 96 and model.max_steps == p.steps, (size, name)
+
+
 @pytest.mark.slow
 @pytest.mark.torch
 @pytest.mark.launcher
-def test_eleven_models_in_one_pilot_quick(data_dir: Path, tmp_path: Path, deeprc_home: Path) -> None:
+def test_paper_models_in_one_pilot_quick(data_dir: Path, tmp_path: Path, deeprc_home: Path) -> None:
     pytest.importorskip(
         "neuralforecast", reason="neuralforecast is installed by ./dev setup (requirements/forecast.txt)"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO), DEEPRC_DATA=str(data_dir), DEEPRC_COMM_TIMEOUT="300")
     cmd = [sys.executable, "-m", "examples.pipelines.neuralforecast_models", "--quick", "--out", str(tmp_path)]
+    cmd += ["--models", "NLinear,AutoNHITS"]
     # its own session: on a timeout the driver, its pilot and its tasks go together (pytest-timeout would orphan them)
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -71,13 +92,10 @@ def test_eleven_models_in_one_pilot_quick(data_dir: Path, tmp_path: Path, deeprc
             stdout, stderr = proc.communicate()
         pytest.fail(f"the quick pipeline took over 13 minutes:\n{stdout[-4000:]}\n{stderr[-4000:]}")
     assert proc.returncode == 0, f"{stdout[-6000:]}\n{stderr[-6000:]}"
-    from examples.pipelines.nf_models import PAPER_MODELS
-
     rows = {r["model"]: r for r in json.loads((tmp_path / "metrics.json").read_text())}
-    assert set(rows) == {"naive (last value)", *PAPER_MODELS, "NLinear, DDP 2 ranks"}
+    assert set(rows) == {"naive (last value)", "NLinear", "AutoNHITS", "NLinear, DDP 2 ranks"}
     naive = rows.pop("naive (last value)")
     assert naive["mae"] == pytest.approx(0.6099, abs=1e-3)  # the same windows as the models'
-    assert sum(r["mse"] < naive["mse"] for r in rows.values()) >= 3  # 8 steps: only some learn already
     for name, r in rows.items():
         assert all(math.isfinite(r[k]) for k in ("mae", "mse", "mape", "ot_mae")), r
         assert r["series"] == 7 and r["scored_points"] == 7 * 30 * 96, name  # every 96th test window, 7 series
@@ -90,5 +108,5 @@ def test_eleven_models_in_one_pilot_quick(data_dir: Path, tmp_path: Path, deeprc
         assert moved == {"pack": 1, "neuralforecast": 1}, r["copies"]
     assert "search" in rows["AutoNHITS"] and rows["AutoNHITS"]["search"]["trials"] == 2
     pilot = json.loads((tmp_path / "pilot.json").read_text())
-    assert pilot["concurrent"]["wall_s"] > 0 and len(pilot["concurrent"]["tasks"]) == 12
+    assert pilot["concurrent"]["wall_s"] > 0 and len(pilot["concurrent"]["tasks"]) == 3
     assert "MAE / paper" in (tmp_path / "metrics.md").read_text()
