@@ -212,9 +212,9 @@ def test_idle_clock_runs_only_without_clients(tmp_path: Path, monkeypatch: pytes
 
 
 def test_jobspec_round_trips_through_the_bootstrap_arguments() -> None:
-    """The bootstrap's parser and the client's arguments come from one list (JOB_OPTIONS): nothing is lost."""
-    from deeprc_launch.bootstrap import JOB_OPTIONS, parse_args
-    from deeprc_launch.descriptions import bootstrap_arguments
+    """The bootstrap's parser and the client's arguments come from the one declaration: nothing is lost."""
+    from deeprc_launch.bootstrap import parse_args
+    from deeprc_launch.jobspec import FIELDS, bootstrap_argv
 
     job = JobSpec(
         command=["python", "x.py", "--lr", "0.1"],
@@ -227,8 +227,44 @@ def test_jobspec_round_trips_through_the_bootstrap_arguments() -> None:
         cwd="/tmp/work dir",
         env={"K": "v"},
     )
-    args = bootstrap_arguments(job)
+    args = bootstrap_argv(job)
     ns = parse_args(args[2:])
-    for opt in JOB_OPTIONS:
-        assert getattr(ns, opt.flag[2:].replace("-", "_")) == getattr(job, opt.field), opt
+    travelling = [name for name, rule in FIELDS if rule.boot is not None]
+    assert set(travelling) == {
+        "gpus_per_rank",
+        "backend",
+        "framework",
+        "run_id",
+        "run_dir",
+        "rendezvous_timeout",
+        "cwd",
+    }
+    for name in travelling:
+        assert getattr(ns, name) == getattr(job, name), name
     assert ns.command == job.command and ns.env_file == "/tmp/rt/job-env.json" and "K=v" not in args
+
+
+def test_every_job_option_comes_from_the_declaration() -> None:
+    """deeprc-launch's parser has each declared option once, and a command line becomes the same JobSpec."""
+    from deeprc_launch.cli import build_parser, parse, specs_from_args
+    from deeprc_launch.jobspec import FIELDS
+
+    dests = [a.dest for a in build_parser()._actions]
+    for name, rule in FIELDS:
+        assert dests.count(name) == (rule.cli is not None), name
+    ns = parse(
+        ["-n", "2", "--gpus-per-rank", "0.5", "--backend", "gloo", "--env", "A=b=c", "--timeout", "9"]
+        + ["--log-dir", "/tmp/ld", "--chdir", "/tmp", "x.py", "--ranks", "7"]
+    )
+    job, _ = specs_from_args(ns)
+    assert (job.ranks, job.gpus_per_rank, job.backend, job.framework) == (2, 0.5, "gloo", "auto")
+    assert (job.env, job.timeout, job.run_dir, job.cwd) == ({"A": "b=c"}, 9.0, "/tmp/ld", "/tmp")
+    assert job.command == [sys.executable, os.path.abspath("x.py"), "--ranks", "7"] and job.name == "x.py"
+
+
+def test_submitted_backend_and_framework_are_checked_against_their_choices() -> None:
+    good = {"command": ["python", "x.py"], "run_dir": "/tmp/x", "run_id": "r1"}
+    with pytest.raises(BadRequest, match="'backend' must be one of auto, nccl, gloo, mpi"):
+        job_from_request({**good, "backend": "ucc"})
+    with pytest.raises(BadRequest, match="'framework' must be one of auto, torch, tf, none"):
+        job_from_request({**good, "framework": 3})

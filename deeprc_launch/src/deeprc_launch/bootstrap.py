@@ -37,11 +37,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from deeprc_core.network import free_port
 
+from .jobspec import add_bootstrap_arguments
 from .runfiles import private_dir, read_job_env, read_job_secret, write_job_secret
 
 #: Exit code of a rank whose bootstrap failed before the user's command started.
@@ -50,39 +50,13 @@ BOOTSTRAP_FAILED = 97
 HEARTBEAT_S = 2.0
 
 
-@dataclass(frozen=True)
-class JobOption:
-    """One bootstrap option that carries a :class:`~deeprc_launch.descriptions.JobSpec` field."""
-
-    flag: str
-    field: str
-    type: type
-    default: object
-    help: str = ""
-    required: bool = False
-
-
-#: The job's fields the bootstrap receives: its parser and the client's arguments
-#: (:func:`deeprc_launch.descriptions.bootstrap_arguments`) are both made from this one list.
-JOB_OPTIONS = (
-    JobOption("--run-dir", "run_dir", str, None, "folder for logs and port agreement (shared across nodes)", True),
-    JobOption("--run-id", "run_id", str, ""),
-    JobOption("--backend", "backend", str, "auto"),
-    JobOption("--framework", "framework", str, "auto"),
-    JobOption("--gpus-per-rank", "gpus_per_rank", float, 0.0),
-    JobOption("--rendezvous-timeout", "rendezvous_timeout", float, 120.0),
-    JobOption("--chdir", "cwd", str, None, "folder the command starts in (the caller's, as under torchrun)"),
-)
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """Parse the bootstrap's options; everything after ``--`` is the user's command."""
     if "--" not in argv:
         raise SystemExit("usage: python -m deeprc_launch.bootstrap [options] -- command ...")
     split = argv.index("--")
     p = argparse.ArgumentParser(prog="deeprc_launch.bootstrap")
-    for opt in JOB_OPTIONS:
-        p.add_argument(opt.flag, type=opt.type, default=opt.default, required=opt.required, help=opt.help)
+    add_bootstrap_arguments(p)  # the job's fields that travel here, declared with them (jobspec.JobSpec)
     p.add_argument("--comm-timeout", type=float, default=None)
     p.add_argument("--host", default=None, help="address every rank publishes (a local pilot uses 127.0.0.1)")
     p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
@@ -221,7 +195,7 @@ def run(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
         if rank == 0:
             write_job_secret(rdv)
         record = {"host": host, "port": port, "cuda": environ.get("CUDA_VISIBLE_DEVICES")}
-        publish(rdv, rank, {**record, "folder_problem": folder_problem(ns.chdir)})
+        publish(rdv, rank, {**record, "folder_problem": folder_problem(ns.cwd)})
         records = gather(rdv, world, ns.rendezvous_timeout)
         # Every rank fails when one cannot start in the folder: none runs elsewhere, none waits on it.
         bad = [(r, rec["folder_problem"]) for r, rec in enumerate(records) if rec.get("folder_problem")]
@@ -258,7 +232,7 @@ def run(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     )
     env.update(user_env)
     env.setdefault("PYTHONUNBUFFERED", "1")  # rank 0's output streams live to the terminal
-    return _run_child(ns.command, env, out, err, run_dir, rank, cwd=ns.chdir, umask=umask)
+    return _run_child(ns.command, env, out, err, run_dir, rank, cwd=ns.cwd, umask=umask)
 
 
 def _private_log(path: Path):  # noqa: ANN202 - a raw binary file

@@ -22,14 +22,10 @@ import sys
 import time
 from typing import Any
 
-from deeprc_core.wiring import BACKENDS
-
 from .console import EXIT_INTERRUPTED, EXIT_PILOT_FAILED, Reporter, report
 from .descriptions import (
-    JobSpec,
     PilotSpec,
     default_run_dir,
-    new_run_id,
     pilot_description,
     pilot_for_job,
     preview_rank_envs,
@@ -37,11 +33,11 @@ from .descriptions import (
     resolve_ranks,
     task_description,
 )
+from .jobspec import JobSpec, add_job_arguments, job_from_args, new_run_id
 from .output import follow, prepare_run_dir
 from .preflight import PreflightError, preflight
 from .resources import LOCAL_RESOURCE, add_resource_options, install_resource_config
 from .runfiles import write_job_env
-from .wiring_derivation import FRAMEWORKS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,34 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
         "task, every rank wired for torch.distributed, tf.distribute and MPI. "
         "Also: 'deeprc-launch up|status|down' for a pilot service that stays up.",
     )
-    r = p.add_argument_group("ranks")
-    r.add_argument(
-        "--ranks", "-n", type=int, default=None, help="total ranks (default: nodes x ranks-per-node, else 1)"
-    )
-    r.add_argument("--ranks-per-node", type=int, default=None)
-    r.add_argument("--gpus-per-rank", type=float, default=0.0)
-    r.add_argument("--cores-per-rank", type=int, default=1)
+    # The job's own options are declared with its fields (jobspec.JobSpec); each lands in its group.
+    add_job_arguments({"ranks": p.add_argument_group("ranks")})
     add_resource_options(p)
     w = p.add_argument_group("wiring")
-    w.add_argument("--backend", choices=BACKENDS, default="auto", help="auto: nccl with GPUs, else gloo")
-    w.add_argument("--framework", choices=FRAMEWORKS, default="auto", help="which variables to set (auto: all)")
-    w.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="extra variable for every rank")
     b = p.add_argument_group("behaviour")
-    b.add_argument("--timeout", type=float, default=None, help="seconds before the task is cancelled")
+    add_job_arguments({"wiring": w, "behaviour": b})
     b.add_argument(
         "--dry-run", action="store_true", help="print descriptions and every rank's environment; start nothing"
     )
     b.add_argument("--prefix", action="store_true", help="prefix rank 0's streamed lines with [rank 0]")
-    b.add_argument(
-        "--log-dir", default=None, help="folder for every rank's stdout/stderr (default ~/.deeprc/runs/<id>)"
-    )
-    b.add_argument("--python", default=None, help="interpreter on the resource (default: this one)")
-    b.add_argument(
-        "--chdir",
-        default=None,
-        metavar="DIR",
-        help="folder every rank starts in (default: the current one, as under torchrun; shared on a cluster)",
-    )
     b.add_argument("--no-service", action="store_true", help="start an own pilot even if a service is up")
     b.add_argument(
         "--keep-warm",
@@ -128,32 +106,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return ns
 
 
-def job_from_args(ns: argparse.Namespace) -> tuple[JobSpec, PilotSpec]:
+def specs_from_args(ns: argparse.Namespace) -> tuple[JobSpec, PilotSpec]:
     """The job and pilot a parsed command line asks for."""
-    env = {}
-    for kv in ns.env:
-        if "=" not in kv:
-            raise SystemExit(f"deeprc-launch: --env {kv!r} is not KEY=VALUE")
-        k, v = kv.split("=", 1)
-        env[k] = v
-    ranks = resolve_ranks(ns.ranks, ns.nodes, ns.ranks_per_node)
     run_id = new_run_id("run")
     python = ns.python or sys.executable
-    job = JobSpec(
+    job = job_from_args(
+        ns,
         command=resolve_command(ns.target, list(ns.args), module=bool(ns.module), python=python),
-        ranks=ranks,
-        ranks_per_node=ns.ranks_per_node,
-        cores_per_rank=ns.cores_per_rank,
-        gpus_per_rank=ns.gpus_per_rank,
-        backend=ns.backend,
-        framework=ns.framework,
-        env=env,
-        timeout=ns.timeout,
+        ranks=resolve_ranks(ns.ranks, ns.nodes, ns.ranks_per_node),
         run_id=run_id,
-        run_dir=os.path.abspath(ns.log_dir) if ns.log_dir else default_run_dir(run_id),
+        run_dir=os.path.abspath(ns.run_dir) if ns.run_dir else default_run_dir(run_id),
         python=python,
         name=os.path.basename(ns.target),
-        cwd=os.path.abspath(ns.chdir) if ns.chdir else os.getcwd(),
+        cwd=os.path.abspath(ns.cwd) if ns.cwd else os.getcwd(),
     )
     pilot = PilotSpec(
         resource=ns.resource or LOCAL_RESOURCE,
@@ -260,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.resource_config:
             ns.resource = install_resource_config(ns.resource_config, ns.resource)
             rep.detail(f"resource {ns.resource} from {ns.resource_config}")
-        job, pilot = job_from_args(ns)
+        job, pilot = specs_from_args(ns)
     except ValueError as exc:
         print(f"deeprc-launch: {exc}", file=sys.stderr)
         return 2

@@ -2,31 +2,24 @@
 
 Nothing here imports radical.pilot: :mod:`deeprc_launch.session` turns the dicts into RP
 objects. Keeping them pure makes them unit-testable and lets ``--dry-run`` show exactly what
-would be submitted.
+would be submitted. The job itself is declared in :mod:`deeprc_launch.jobspec`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import secrets
 import shutil
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deeprc_core import env_vars as ev
 
+from .jobspec import JobSpec, bootstrap_argv
 from .resources import LOCAL_MPI_ENV, LOCAL_RESOURCE, is_local, local_cores, local_gpus, resource_info
-from .runfiles import env_file
 from .wiring_derivation import layout_from_hosts, node_visible_devices
-
-
-def new_run_id(prefix: str = "run") -> str:
-    """A unique, sortable id for one launch (names its log folder)."""
-    return f"{prefix}.{time.strftime('%Y%m%d-%H%M%S')}.{secrets.token_hex(3)}"
 
 
 def resolve_command(target: str, args: list[str], module: bool = False, python: str | None = None) -> list[str]:
@@ -54,28 +47,6 @@ class PilotSpec:
     walltime: float = 60.0  # minutes
     sandbox: str | None = None
     access_schema: str | None = None
-
-
-@dataclass
-class JobSpec:
-    """One multi-rank task: the user's command and how to place and wire its ranks."""
-
-    command: list[str]
-    ranks: int = 1
-    ranks_per_node: int | None = None
-    cores_per_rank: int = 1
-    gpus_per_rank: float = 0.0
-    backend: str = "auto"
-    framework: str = "auto"
-    env: dict[str, str] = field(default_factory=dict)
-    timeout: float | None = None
-    run_id: str = field(default_factory=new_run_id)
-    run_dir: str = ""
-    python: str = field(default_factory=lambda: sys.executable)
-    name: str | None = None
-    rendezvous_timeout: float = 120.0
-    #: folder every rank starts in: the caller's, as under torchrun (``--chdir`` overrides)
-    cwd: str = field(default_factory=os.getcwd)
 
 
 def resolve_ranks(ranks: int | None, nodes: int | None, ranks_per_node: int | None) -> int:
@@ -130,25 +101,9 @@ def pilot_description(pilot: PilotSpec) -> dict[str, Any]:
     return pd
 
 
-def bootstrap_arguments(job: JobSpec) -> list[str]:
-    """Arguments of ``python -m deeprc_launch.bootstrap ... -- command`` for this job (from its JOB_OPTIONS)."""
-    from .bootstrap import JOB_OPTIONS
-
-    args = ["-m", "deeprc_launch.bootstrap"]
-    for opt in JOB_OPTIONS:
-        value = getattr(job, opt.field)
-        if value is not None and value != "":
-            args += [opt.flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    if job.env:
-        # Never on a command line (`ps` shows it to every user): a 0600 file the client writes
-        # (runfiles.write_job_env) before it submits the task.
-        args += ["--env-file", str(env_file(job.run_dir))]
-    return [*args, "--", *job.command]
-
-
 def task_description(job: JobSpec, resource: str) -> dict[str, Any]:
     """The RP TaskDescription (as a dict) that runs ``job`` through the bootstrap."""
-    args = bootstrap_arguments(job)
+    args = bootstrap_argv(job)
     if is_local(resource):
         args[2:2] = ["--host", "127.0.0.1"]  # one machine: keep every rendezvous on loopback
     td: dict[str, Any] = {

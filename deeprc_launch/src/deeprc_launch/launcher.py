@@ -21,14 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .descriptions import (
-    JobSpec,
-    PilotSpec,
-    default_run_dir,
-    new_run_id,
-    resolve_command,
-    task_description,
-)
+from .descriptions import PilotSpec, default_run_dir, resolve_command, task_description
+from .jobspec import JobSpec, new_run_id
 from .output import RunResult, collect
 from .resources import LOCAL_RESOURCE
 from .runfiles import private_dir, write_job_env

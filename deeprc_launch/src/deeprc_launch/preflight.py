@@ -21,7 +21,8 @@ import shutil
 import traceback
 
 from .bootstrap import BOOTSTRAP_FAILED
-from .descriptions import JobSpec, PilotSpec
+from .descriptions import PilotSpec
+from .jobspec import JobSpec
 from .resources import is_local, local_cores, resource_info
 
 EXIT_NO_SCRIPT = 2

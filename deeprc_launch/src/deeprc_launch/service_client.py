@@ -7,11 +7,10 @@ import json
 import socket
 import sys
 import threading
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .descriptions import JobSpec
+from .jobspec import JobSpec, job_to_wire
 from .output import follow, prepare_run_dir
 from .resources import deeprc_home
 
@@ -64,7 +63,7 @@ class ServiceClient:
 
         prepare_run_dir(job.run_dir)
         try:
-            uid = self.request("submit", job=asdict(job))["uid"]
+            uid = self.request("submit", job=job_to_wire(job))["uid"]
         except (ServiceError, ConnectionError) as exc:
             self.close()
             print(f"deeprc-launch: {exc}", file=sys.stderr)

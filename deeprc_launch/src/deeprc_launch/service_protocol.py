@@ -2,20 +2,20 @@
 
 Every malformed request (not UTF-8, not JSON, nested deeper than :data:`MAX_DEPTH`, a number
 that is not finite or longer than :data:`MAX_INT_DIGITS` digits, not an object, an unknown op, a
-missing or mistyped field, a count or time out of bounds) is a :class:`BadRequest` whose message
-names the problem; the service answers it with ``{"ok": false, "error": ...}`` and keeps serving.
+missing or mistyped field, a count or time out of bounds: the checks declared with each job
+field in :mod:`deeprc_launch.jobspec`) is a :class:`BadRequest` whose message names the
+problem; the service answers it with ``{"ok": false, "error": ...}`` and keeps serving.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
 import socket
 from typing import Any
 
-from .descriptions import JobSpec
+from .jobspec import JobFieldError, JobSpec, job_from_wire
 
 #: Longest request line the service reads (a JobSpec with a large environment fits easily).
 MAX_LINE = 1 << 20
@@ -25,11 +25,6 @@ MAX_LINE = 1 << 20
 MAX_DEPTH = 8
 #: Most digits an integer may have (``ranks`` of 1 followed by 4,000 zeros is refused, not parsed).
 MAX_INT_DIGITS = 12
-#: Upper bounds of a job's counts and times: beyond them a request is a mistake or an attack.
-MAX_RANKS = 1 << 20
-MAX_GPUS_PER_RANK = 1024.0
-MAX_SECONDS = 366 * 86400.0
-
 #: Operations and the fields each needs besides ``op``.
 OPS: dict[str, tuple[str, ...]] = {"status": (), "submit": ("job",), "state": ("uid",), "cancel": ("uid",), "down": ()}
 
@@ -129,59 +124,10 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _is_str_list(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_RANKS
-
-
-def _is_seconds(v: Any) -> bool:
-    return _is_number(v) and 0 < v <= MAX_SECONDS
-
-
-_CHECKS: dict[str, tuple[Any, str]] = {
-    "command": (lambda v: _is_str_list(v) and len(v) > 0, "a non-empty list of strings"),
-    "ranks": (_is_count, f"a positive integer up to {MAX_RANKS}"),
-    "ranks_per_node": (lambda v: v is None or _is_count(v), f"a positive integer up to {MAX_RANKS} or null"),
-    "cores_per_rank": (_is_count, f"a positive integer up to {MAX_RANKS}"),
-    "gpus_per_rank": (
-        lambda v: _is_number(v) and 0 <= v <= MAX_GPUS_PER_RANK,
-        f"a number from 0 to {MAX_GPUS_PER_RANK:g}",
-    ),
-    "backend": (lambda v: isinstance(v, str), "a string"),
-    "framework": (lambda v: isinstance(v, str), "a string"),
-    "env": (
-        lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()),
-        "an object of strings",
-    ),
-    "timeout": (lambda v: v is None or _is_seconds(v), f"a positive number up to {MAX_SECONDS:g} or null"),
-    "run_id": (lambda v: isinstance(v, str) and v != "" and "/" not in v, "a non-empty string without '/'"),
-    "run_dir": (lambda v: isinstance(v, str) and v.startswith("/"), "an absolute path"),
-    "python": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
-    "name": (lambda v: v is None or isinstance(v, str), "a string or null"),
-    "rendezvous_timeout": (_is_seconds, f"a positive number up to {MAX_SECONDS:g}"),
-    "cwd": (lambda v: isinstance(v, str) and v.startswith("/"), "an absolute path"),
-}
-
-
 def job_from_request(job: Any) -> JobSpec:
-    """A JobSpec from a submit request's ``job``, every field checked (BadRequest names the first bad one)."""
-    if not isinstance(job, dict):
-        raise BadRequest(f"submit: job must be an object, not {type(job).__name__}")
-    known = {f.name for f in dataclasses.fields(JobSpec)}
-    unknown = sorted(set(job) - known)
-    if unknown:
-        raise BadRequest(f"submit: unknown job field(s) {unknown}")
-    if "command" not in job:
-        raise BadRequest("submit: job has no 'command'")
-    for name, value in job.items():
-        ok, what = _CHECKS[name]
-        if not ok(value):
-            raise BadRequest(f"submit: job field {name!r} must be {what}, got {json.dumps(value)[:80]}")
-    return JobSpec(**job)
+    """A JobSpec from a submit request's ``job``, every field checked by its declaration (BadRequest names
+    the first bad one)."""
+    try:
+        return job_from_wire(job)
+    except JobFieldError as exc:
+        raise BadRequest(f"submit: {exc}") from None

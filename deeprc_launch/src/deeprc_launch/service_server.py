@@ -17,7 +17,8 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from .descriptions import JobSpec, PilotSpec, task_description
+from .descriptions import PilotSpec, task_description
+from .jobspec import JobSpec
 from .preflight import PreflightError, check_fits
 from .runfiles import write_job_env
 from .service_files import log_path, read_state, service_dir, socket_path, state_path
