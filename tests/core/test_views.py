@@ -287,9 +287,9 @@ def test_to_dlpack_safe_is_zero_copy_for_writable_memory() -> None:
 
 def test_one_read_only_policy_for_every_consumer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The policy torch and tf both use: one function, one copy label, one warning."""
-    from deeprc_core import views
+    from deeprc_core import readonly
 
-    monkeypatch.setattr(views, "_warned_shared", False)
+    monkeypatch.setattr(readonly, "_warned_shared", False)
     w = d.sliding_windows(d.column_view(pa.table({"x": pa.array(np.arange(12.0))}), "x"), 4)
     mapped = d.column_view(_mapped_table(tmp_path), "x")
     with d.counting_copies() as copies:

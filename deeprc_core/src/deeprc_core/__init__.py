@@ -41,22 +41,18 @@ if TYPE_CHECKING:  # the static view of the lazy attributes below
     from .plan import BatchPlan, PlannedBatch
     from .prediction import Predictions, gather_predictions, predict_all, prediction_batches
     from .readers import read_csv, read_ipc, read_parquet
+    from .readonly import ReadOnlyBatchWarning, ReadOnlyPolicy, is_writable, memory_is_readonly, to_dlpack_safe
     from .table import GlobalTable
     from .views import (
-        ReadOnlyBatchWarning,
-        ReadOnlyPolicy,
         aligned_copy,
         array_view,
         column_view,
         column_views,
         ensure_aligned,
         is_aligned,
-        is_writable,
-        memory_is_readonly,
         pack_columns,
         sliding_windows,
         take_rows,
-        to_dlpack_safe,
     )
     from .windows import Window, with_halo
     from .wiring import Wiring, detect_wiring
@@ -103,14 +99,14 @@ _LAZY = {
     "column_views": "views",
     "ensure_aligned": "views",
     "is_aligned": "views",
-    "is_writable": "views",
-    "memory_is_readonly": "views",
+    "is_writable": "readonly",
+    "memory_is_readonly": "readonly",
     "pack_columns": "views",
     "sliding_windows": "views",
     "take_rows": "views",
-    "to_dlpack_safe": "views",
-    "ReadOnlyBatchWarning": "views",
-    "ReadOnlyPolicy": "views",
+    "to_dlpack_safe": "readonly",
+    "ReadOnlyBatchWarning": "readonly",
+    "ReadOnlyPolicy": "readonly",
     "Window": "windows",
     "with_halo": "windows",
     "Wiring": "wiring",

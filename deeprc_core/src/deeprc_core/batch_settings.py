@@ -27,7 +27,7 @@ keyword            default      meaning
 ``drop_last``      ``False``    drop this rank's last, short training batch
 ``dropna_target``  ``True``     skip samples whose target is NaN
 ``dtype``          ``float32``  of x and y: a numpy, torch or TensorFlow dtype, or its name
-``readonly``       ``"auto"``   read-only views (:data:`~deeprc_core.views.ReadOnlyPolicy`);
+``readonly``       ``"auto"``   read-only views (:data:`~deeprc_core.readonly.ReadOnlyPolicy`);
                                 immutable consumers (TensorFlow) always alias
 ``stack_ahead``    ``2``        groups of batches (~1 MiB each) the kernel's thread stacks ahead
                                 when features are separate columns (0: in the consuming thread)
@@ -44,7 +44,7 @@ from typing import Any, Literal, TypedDict, TypeVar, get_type_hints
 import numpy as np
 
 from .plan import EVEN_POLICIES, EvenPolicy, ShuffleMode, check_shuffle_with_window, normalize_shuffle
-from .views import READONLY_POLICIES, ReadOnlyPolicy
+from .readonly import READONLY_POLICIES, ReadOnlyPolicy
 from .windows import Window
 
 #: What ``window=``/``eval_window=`` accept.

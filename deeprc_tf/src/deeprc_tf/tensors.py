@@ -10,7 +10,7 @@ copy, counted by :func:`deeprc_core.copy_stats`).
 ``tf.experimental.dlpack.from_dlpack`` takes only legacy (unversioned) ``dltensor``
 capsules; ``ndarray.__dlpack__()`` without ``max_version`` gives one. numpy refuses to
 export a read-only array that way (memory-mapped Arrow files, sliding windows), so the
-core's read-only policy (:func:`deeprc_core.views.to_dlpack_safe`, ``consumer_writes=False``)
+core's read-only policy (:func:`deeprc_core.readonly.to_dlpack_safe`, ``consumer_writes=False``)
 gives an alias of the same memory instead: TensorFlow tensors are immutable and never
 write through it.
 """
@@ -20,7 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from deeprc_core.views import TF_ALIGNMENT, to_dlpack_safe
+from deeprc_core.readonly import to_dlpack_safe
+from deeprc_core.views import TF_ALIGNMENT
 
 from deeprc_core import aligned_copy, is_aligned
 

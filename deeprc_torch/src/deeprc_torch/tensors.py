@@ -3,7 +3,7 @@
 ``torch.from_numpy`` shares the view's memory, so an unshuffled batch of a single (or
 packed) column is a tensor over the Arrow buffer itself. torch has no read-only tensors,
 so views flagged read-only follow the core's one policy, ``readonly=``
-(:func:`deeprc_core.views.to_dlpack_safe`):
+(:func:`deeprc_core.readonly.to_dlpack_safe`):
 
 ``"auto"`` (default)
     memory that really cannot be written (a memory-mapped file: a write there would
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from deeprc_core.views import ReadOnlyBatchWarning, ReadOnlyPolicy, to_dlpack_safe
+from deeprc_core.readonly import ReadOnlyBatchWarning, ReadOnlyPolicy, to_dlpack_safe
 
 from deeprc_core import Batch
 
