@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from deeprc_core.comm import channel as ch
 from deeprc_core.comm import secret as sec
-from deeprc_core.comm.tcp import listen_address
+from deeprc_core.comm.rendezvous import listen_address
 from deeprc_core.network import is_wildcard
 
 from deeprc_core import CommError, TCPCommunicator, Wiring, get_communicator, set_default_communicator
