@@ -119,9 +119,8 @@ def test_eval_window_differs_from_the_training_window() -> None:
     np.testing.assert_array_equal(x.numpy()[:3, 0, 0], [0, 4, 8])  # every 4th
     with pytest.raises(ValueError, match="eval_window= needs window="):
         deeprc_tf.make_dataset(gt, ["a"], "t", 32, val=gt, eval_window=(10, 1))
-    with pytest.warns(DeprecationWarning, match="val_window"):  # the old name still works, with a warning
-        old = deeprc_tf.make_dataset(gt, ["a"], "t", 32, window=(10, 1, 4), val=gt, val_window=(10, 1), shuffle=False)
-    assert old.validation_steps == data.validation_steps
+    with pytest.raises(TypeError, match=r"unknown keyword\(s\) \['val_window'\]"):  # the old name is gone
+        deeprc_tf.make_dataset(gt, ["a"], "t", 32, window=(10, 1, 4), val=gt, val_window=(10, 1))  # type: ignore[call-arg]
 
 
 def test_batch_size_must_be_a_positive_integer() -> None:
