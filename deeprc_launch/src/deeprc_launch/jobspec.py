@@ -83,16 +83,24 @@ def _is_abs(v: Any) -> bool:
     return isinstance(v, str) and v.startswith("/")
 
 
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], bool]:
-    return lambda v: v in choices
-
-
 _COUNT = f"a positive integer up to {MAX_RANKS}"
 _SECONDS = f"a positive number up to {MAX_SECONDS:g}"
 
 
 def _job_field(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, **rule: Any) -> Any:
     return dataclasses.field(default=default, default_factory=factory, metadata={"job": JobField(**rule)})
+
+
+def _auto_choice(flag: str, choices: tuple[str, ...], help_text: str) -> Any:
+    """A wiring choice that defaults to ``auto`` and travels to the bootstrap under the same flag."""
+    return _job_field(
+        "auto",
+        check=lambda v: v in choices,
+        what=f"one of {', '.join(choices)}",
+        choices=choices,
+        cli=Option(flag, help_text, default="auto", group="wiring"),
+        boot=Option(flag, default="auto"),
+    )
 
 
 def new_run_id(prefix: str = "run") -> str:
@@ -136,22 +144,8 @@ class JobSpec:
     cores_per_rank: int = _job_field(
         1, check=_is_count, what=_COUNT, type=int, cli=Option("--cores-per-rank", default=1, group="ranks")
     )
-    backend: str = _job_field(
-        "auto",
-        check=_one_of(BACKENDS),
-        what=f"one of {', '.join(BACKENDS)}",
-        choices=BACKENDS,
-        cli=Option("--backend", "auto: nccl with GPUs, else gloo", default="auto", group="wiring"),
-        boot=Option("--backend", default="auto"),
-    )
-    framework: str = _job_field(
-        "auto",
-        check=_one_of(FRAMEWORKS),
-        what=f"one of {', '.join(FRAMEWORKS)}",
-        choices=FRAMEWORKS,
-        cli=Option("--framework", "which variables to set (auto: all)", default="auto", group="wiring"),
-        boot=Option("--framework", default="auto"),
-    )
+    backend: str = _auto_choice("--backend", BACKENDS, "auto: nccl with GPUs, else gloo")
+    framework: str = _auto_choice("--framework", FRAMEWORKS, "which variables to set (auto: all)")
     #: travels in a 0600 file, never on a command line (see :func:`bootstrap_argv`)
     env: dict[str, str] = _job_field(
         factory=dict,
