@@ -3,7 +3,7 @@
 When the key is one integer column without nulls whose values span at most
 :data:`MAX_SPAN_PER_ROW` times the build side's rows (ids, counters, the keys of Cylon's
 join benchmark), a bucket per key value replaces a hash table: ``bincount`` sizes the
-buckets, one ``argsort`` of the build keys fills them, and every probe row finds its
+buckets, one sort of the build keys (packed with their row numbers) fills them, and every probe row finds its
 matches by indexing. No hashing, no collision chains, and numpy's vectorised loops
 instead of Acero's per-batch plan. Anything else (several keys, nulls, a sparse range,
 an outer join) is left to Acero: :func:`dense_join_indices` returns None.
@@ -64,11 +64,28 @@ def dense_join_indices(
     kb = (b - lo).astype(np.int32)
     del b
     counts = np.bincount(kb, minlength=span).astype(np.int32)  # rows of each key value (< 2**31 rows)
-    order = np.argsort(kb)  # any order of equal keys will do: the join's row order is unspecified
+    order = _order_by_key(kb)
     del kb
     starts = np.cumsum(counts, dtype=np.int32)  # in place from here: span-sized arrays are the big ones
     starts -= counts
     return _probe(probe, lo, hi, counts, starts, order, keep_unmatched)
+
+
+def _order_by_key(kb: np.ndarray) -> np.ndarray:
+    """Build rows ordered by key (any order of equal keys will do: the join's row order is unspecified).
+
+    Packing (key, row) into one int64 and sorting values is about twice as fast as an
+    argsort (numpy's value sort is vectorised); it applies while both fit in 63 bits.
+    """
+    n = len(kb)
+    row_bits = max(1, int(n - 1).bit_length())
+    if int(kb.max()).bit_length() + row_bits > 63:
+        return np.argsort(kb)
+    packed = kb.astype(np.int64) << row_bits
+    packed |= np.arange(n, dtype=np.int64)
+    packed.sort()
+    packed &= (1 << row_bits) - 1
+    return packed
 
 
 #: Probe rows handled at a time (bounds the per-row temporaries to a few MiB).

@@ -1,6 +1,7 @@
 """Distributed group-by: local partial aggregates, a hash shuffle of the partials, a combine.
 
-Each rank aggregates its own rows with ``pa.Table.group_by`` into partials (sum, count,
+Each rank aggregates its own rows into partials (``pa.Table.group_by``, or a dense
+array aggregation for one integer key in a compact range: :mod:`.int_keys`) (sum, count,
 min, max, and count/mean/M2 for ``std``), hash-shuffles the partial rows on the group
 keys (few rows: one per group and rank) and combines them with a second ``group_by``.
 
@@ -22,6 +23,7 @@ import pyarrow.compute as pc
 
 from ..comm.base import Communicator
 from ..errors import SchemaError
+from . import int_keys
 from .compat import group_by
 from .partition import hash_shuffle
 from .select import missing_columns
@@ -70,6 +72,12 @@ def check_aggs(schema: pa.Schema, by: Sequence[str], aggs: Sequence[AggSpec]) ->
         raise ValueError(f"groupby.agg: output names {names} repeat or clash with the keys {list(by)}")
 
 
+def _aggregate(table: pa.Table, by: Sequence[str], specs: Sequence[tuple]) -> pa.Table:
+    """``group_by(by).aggregate(specs)``: densely for one integer key (:mod:`.int_keys`), else Arrow's hash."""
+    dense = int_keys.aggregate(table, by, specs)
+    return dense if dense is not None else group_by(table, by).aggregate(list(specs))
+
+
 def _partial_aggs(aggs: Sequence[AggSpec]) -> list[tuple[str, str, str, pc.FunctionOptions | None]]:
     """(partial name, input column, Arrow hash function, options) of every partial needed, deduplicated.
 
@@ -96,7 +104,7 @@ def _partials(table: pa.Table, by: Sequence[str], aggs: Sequence[AggSpec]) -> pa
     for c in dict.fromkeys(a.column for a in aggs if a.func in ("mean", "std")):
         src = src.append_column(f"{c}|f", pc.cast(table.column(c), pa.float64()))
     specs = [(inp, func, opts) if opts is not None else (inp, func) for _, inp, func, opts in wanted]
-    res = group_by(src, by).aggregate(specs)
+    res = _aggregate(src, by, specs)
     arrays = [res.column(k) for k in by]
     names = list(by)
     for name, inp, func, _ in wanted:
@@ -126,7 +134,7 @@ def _combine(partials: pa.Table, by: Sequence[str], aggs: Sequence[AggSpec]) -> 
             s = partials.column(f"{c}|fsum")
             src = src.append_column(f"{c}|nmean2", pc.divide(pc.multiply(s, s), pc.max_element_wise(n, 1.0)))
             specs.append((f"{c}|nmean2", "sum"))
-    res = group_by(src, by).aggregate(specs)
+    res = _aggregate(src, by, specs)
     null_f64 = pa.scalar(None, pa.float64())
     out = [res.column(k) for k in by]
     for a in aggs:

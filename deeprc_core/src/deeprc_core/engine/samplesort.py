@@ -1,6 +1,7 @@
 """Distributed sort by regular sampling (Cylon's scheme), stable and balanced.
 
-1. every rank sorts its partition (``sort_indices`` + ``take``; Arrow's sort is stable);
+1. every rank sorts its partition (stable indices + ``take``: Arrow's ``sort_indices``, or
+   for one integer key one ``np.sort`` of packed (key, row) words, :mod:`.int_keys`);
 2. it picks regular samples of its sorted rows, each tagged with (rank, row) and a
    weight (its share of the rank's rows);
 3. the samples are allgathered and every rank picks the same P-1 splitters at equal
@@ -27,6 +28,7 @@ import pyarrow.compute as pc
 
 from ..comm.base import Communicator
 from ..exchange import exchange_tables
+from . import int_keys
 from .partition import bounded_batches, concat_same_schema
 
 #: Samples per rank and per destination rank (more samples, better balance).
@@ -45,12 +47,17 @@ def sort_keys(by: Sequence[str], ascending: bool | Sequence[bool]) -> list[tuple
     return [(c, "ascending" if a else "descending") for c, a in zip(by, flags)]
 
 
+def stable_order(table: pa.Table, keys: list[tuple[str, str]]) -> pa.Array:
+    """Stable sort indices (nulls last): packed integer keys where they fit (:mod:`.int_keys`), else Arrow's."""
+    fast = int_keys.sort_indices(table, keys)
+    return pa.array(fast) if fast is not None else pc.sort_indices(table, sort_keys=keys)
+
+
 def local_sort(table: pa.Table, keys: list[tuple[str, str]]) -> pa.Table:
     """Stable local sort (nulls last)."""
     if table.num_rows <= 1:
         return table
-    idx = pc.sort_indices(table, sort_keys=keys)
-    return table.take(idx)
+    return table.take(stable_order(table, keys))
 
 
 def _category(v: Any) -> int:
@@ -121,7 +128,7 @@ def sample_sort(table: pa.Table, by: Sequence[str], ascending: bool | Sequence[b
     desc = [k[1] == "descending" for k in keys]
     n = table.num_rows
     if n > 1:
-        idx = pc.sort_indices(table, sort_keys=keys)
+        idx = stable_order(table, keys)
         orig = idx.to_numpy()
         ordered = table.take(idx)
         del idx
