@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from deeprc_core.adapter import check_resumable, warn_plan
+from deeprc_core.adapter import Source, check_resumable, resolve_source, warn_plan
 from deeprc_core.batch_settings import BatchOptions, BatchSettings, with_batch_options
 from deeprc_core.plan import positive_int
 from deeprc_core.prediction import prediction_batches
@@ -34,7 +34,6 @@ from deeprc_core import DeepRCError, GlobalTable, TableBatches, WiringError, det
 
 from .comm import process_group_communicator
 from .loaders import BatchStream, DeepRCDataLoader, Transform
-from .sources import Source, resolve, split_table
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -51,6 +50,13 @@ _STAGE_SPLITS: dict[str | None, tuple[Split, ...]] = {
     "predict": ("predict",),
     None: SPLITS,
 }
+
+
+def _split_table(table: GlobalTable, fractions: Sequence[float], random: bool, seed: int) -> list[GlobalTable]:
+    """Parts of ``table`` by global row order (or a seeded random assignment), one per fraction."""
+    if not 2 <= len(fractions) <= 3:
+        raise ValueError(f"split={list(fractions)}: give 2 (train, val) or 3 (train, val, test) fractions")
+    return table.split(list(fractions), ordered=not random, seed=seed)
 
 
 class DataModuleLogic:
@@ -173,7 +179,7 @@ class DataModuleLogic:
         self._trainer_ranks = (world, rank)
 
     def _resolve(self, source: Source, name: str) -> GlobalTable:
-        table = resolve(source, f"DeepRCDataModule {name}")
+        table = resolve_source(source, f"DeepRCDataModule {name}")
         if self._trainer_ranks is not None and table.world_size != self._trainer_ranks[0]:
             raise DeepRCError(
                 f"DeepRCDataModule {name}: the GlobalTable was built over {table.world_size} rank(s), but the Trainer "
@@ -189,7 +195,7 @@ class DataModuleLogic:
                 raise ValueError("split= needs a source")
             whole = self._resolve(self.sources["train"], "source")
             for name, part in zip(
-                ("train", "val", "test"), split_table(whole, self.split, self.split_random, self.settings.seed)
+                ("train", "val", "test"), _split_table(whole, self.split, self.split_random, self.settings.seed)
             ):
                 self.tables[name] = part  # type: ignore[index]
         for name in wanted:
