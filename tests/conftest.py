@@ -28,6 +28,15 @@ def _importable(module: str) -> bool:
         return False
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--publish``: suites that measure (tests/faults) also update their tracked results files."""
+    parser.addoption(
+        "--publish",
+        action="store_true",
+        help="also write measured figures into the tracked results files the docs quote (tests/faults/results/)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         for marker, module in _NEEDS.items():

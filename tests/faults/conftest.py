@@ -1,7 +1,10 @@
-"""The fault suite: each case is a real run that records its figures in results/faults.json.
+"""The fault suite: each case is a real run that records its figures.
 
 ``record(case, **figures)`` merges one case's figures (detection seconds, what was lost, ...)
-into ``tests/faults/results/faults.json``, which docs/reliability.md quotes.
+into ``results/faults/faults.json`` (git-ignored: running the tests leaves the tree clean).
+With ``pytest --publish`` (``./dev test --publish``) they go into the tracked
+``tests/faults/results/faults.json`` as well, which docs/reliability.md quotes
+(``python -m tests.faults.report`` rewrites its table from it).
 """
 
 from __future__ import annotations
@@ -16,26 +19,31 @@ from typing import Any
 
 import pytest
 
-RESULTS = Path(__file__).resolve().parent / "results" / "faults.json"
+#: The tracked figures the docs quote (written only with ``--publish``)
+PUBLISHED = Path(__file__).resolve().parent / "results" / "faults.json"
+#: Every run's figures (git-ignored)
+RUN_RESULTS = Path(__file__).resolve().parents[2] / "results" / "faults" / "faults.json"
 
 
-def _write(case: str, figures: dict[str, Any]) -> None:
+def _write(path: Path, case: str, figures: dict[str, Any]) -> None:
     try:
-        data = json.loads(RESULTS.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         data = {}
     data[case] = {**figures, "measured": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node()}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(f".tmp{os.getpid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, RESULTS)
+    os.replace(tmp, path)
 
 
 @pytest.fixture
-def record() -> Callable[..., None]:
-    """``record(case, **figures)``: keep one fault case's measured figures."""
+def record(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """``record(case, **figures)``: keep one fault case's measured figures (see the module docstring for where)."""
+    paths = [RUN_RESULTS] + ([PUBLISHED] if request.config.getoption("--publish") else [])
 
     def rec(case: str, **figures: Any) -> None:
-        _write(case, figures)
+        for path in paths:
+            _write(path, case, figures)
 
     return rec
