@@ -55,3 +55,19 @@ def test_table_batches_of_training_and_evaluation_splits() -> None:
     evaluation = TableBatches(t, "a", "y", 8, s.for_eval())
     assert train.window == Window(10, 1, 5) and evaluation.window == Window(10, 1)
     assert train.num_samples < evaluation.num_samples
+
+
+def test_table_batches_take_the_record_or_its_keywords_not_both() -> None:
+    t = GlobalTable(pa.table({"a": np.arange(100.0), "y": np.arange(100.0)}), LocalCommunicator())
+    s = BatchSettings.from_options("x", {"shuffle": True, "seed": 3})
+    by_record, by_keywords = TableBatches(t, "a", "y", 8, s), TableBatches(t, "a", "y", 8, shuffle=True, seed=3)
+    assert by_record.settings == by_keywords.settings
+    assert [b.index.tolist() for b in by_record.epoch(1)] == [b.index.tolist() for b in by_keywords.epoch(1)]
+    assert TableBatches(t, "a", "y", 8).shuffle == "none"  # TableBatches reads in order unless asked
+    with pytest.raises(TypeError, match="not both"):
+        TableBatches(t, "a", "y", 8, s, seed=4)
+    with pytest.raises(TypeError, match="must be a BatchSettings record"):
+        TableBatches(t, "a", "y", 8, {"shuffle": True})  # type: ignore[arg-type]
+    p = BatchSettings.from_options("x", {"window": (10, 1, 5), "drop_last": True}).for_prediction(dropna_target=True)
+    assert (p.shuffle, p.even, p.drop_last, p.dropna_target, p.window) == ("none", "pad", False, True, Window(10, 1, 5))
+    assert s.for_prediction(window=(4, 1)).window == Window(4, 1)
