@@ -7,7 +7,10 @@ ranks; where pycylon is built (``./dev cylon``, or DEEPRC_CYLON_PYTHON naming th
 of a conda/HPC-module pycylon), Cylon runs on the same ranks and data, called directly
 (``pycylon``: its sort-join, distributed sort, hash group-by) and through Deep RC's
 adapter (``deeprc-cylon``), in rounds interleaved with the built-in engine so that load
-changes hit every engine alike. The single-process libraries run on the same total data.
+changes hit every engine alike. The single-process libraries run on the same total data (DuckDB with as many threads as
+the machine has cores, the cores the ranks share); Ray Data (``bench/ray_peer.py``, a local
+Ray with the same cores, one block per rank) runs the join and the group-by in the first
+``--ray-rounds`` rounds.
 The single-process baselines run in every round too (their figure: the median of the
 rounds' medians). Reported: the median over all rounds and ``--repeats`` of the slowest rank's time, ratios
 to pandas, the built-in engine's time over Cylon's and DuckDB's, and each rank's join
@@ -261,6 +264,7 @@ def baselines(ranks: int, rows: int, repeats: int) -> dict[str, dict[str, float]
         import duckdb
 
         con = duckdb.connect()
+        con.execute(f"SET threads={os.cpu_count() or 1}")  # the cores the ranks get (2 here)
         con.register("l", left)
         con.register("r", right)
 
@@ -288,6 +292,20 @@ def baselines(ranks: int, rows: int, repeats: int) -> dict[str, dict[str, float]
     except ImportError:
         pass
     return out
+
+
+def ray_baseline(ranks: int, rows: int, repeats: int) -> dict[str, float] | None:
+    """Ray Data's join and group-by on the same data (``bench/ray_peer.py ops`` in its own process), or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return None
+    cmd = [sys.executable, str(REPO / "bench" / "ray_peer.py"), "ops", "--ranks", str(ranks), "--rows", str(rows)]
+    out = subprocess.run([*cmd, "--repeats", str(repeats)], capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"ray_peer.py failed:\n{out.stderr[-3000:]}")
+    got = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+    return {op: got[op] for op in ("join", "groupby")}
 
 
 def memory_main(rows_list: list[int], ranks: list[int]) -> None:
@@ -328,9 +346,10 @@ def side_by_side(records: list[dict]) -> list[str]:
             o = by.get((total, op, other, ranks))
             if o:
                 parts.append(f"{r['median_s'] / o['median_s']:.2f}x {other}")
-        duck = by.get((total, op, "duckdb", 0))
-        if duck:
-            parts.append(f"{r['median_s'] / duck['median_s']:.2f}x duckdb")
+        for lib in ("duckdb", "ray-data"):
+            other = by.get((total, op, lib, 0))
+            if other:
+                parts.append(f"{r['median_s'] / other['median_s']:.2f}x {lib}")
         lines.append(f"[ratio] {op} {ranks} ranks, {total:,} rows: deeprc-arrow takes " + ", ".join(parts))
     return lines
 
@@ -344,6 +363,10 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="only measure the join's memory (for every --rows)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every engine (timed runs alternate)")
     ap.add_argument("--no-cylon", action="store_true", help="skip the Cylon columns even where pycylon is built")
+    ap.add_argument(
+        "--ray-rounds", type=int, default=1, help="rounds that also run Ray Data's join and group-by (0: none)"
+    )
+    ap.add_argument("--ray-repeats", type=int, default=1, help="timed Ray Data repeats per round (after a warm-up)")
     ap.add_argument("--out", default="engine", help="results file stem under bench/results/ (default: engine)")
     ap.add_argument("--engine", default="arrow", help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -386,9 +409,15 @@ def main() -> None:
                 + ", ".join(round_base),
                 flush=True,
             )
+            if rnd < args.ray_rounds:
+                print(f"[bench]   Ray Data on {p * args.rows:,} rows/table (bench/ray_peer.py) ...", flush=True)
+                ray = ray_baseline(p, args.rows, args.ray_repeats)
+                if ray is not None:
+                    round_base["ray-data"] = ray
             for lib, t in round_base.items():
-                for op in OPS:
-                    base_samples.setdefault(lib, {o: [] for o in OPS})[op].append(t[op])
+                for op in t:
+                    base_samples.setdefault(lib, {})
+                    base_samples[lib].setdefault(op, []).append(t[op])
         base = {lib: {op: statistics.median(v) for op, v in per_op.items()} for lib, per_op in base_samples.items()}
         for op in OPS:
             pandas_t = base["pandas"][op]
@@ -408,6 +437,8 @@ def main() -> None:
                     }
                 )
             for lib, t in base.items():
+                if op not in t:  # Ray Data: join and group-by only
+                    continue
                 records.append(
                     {
                         "ranks": 1,

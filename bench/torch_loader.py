@@ -15,6 +15,16 @@ run round-robin over the variants, so that load changes fall on all of them alik
 * ``tensordataset``   (b) ``TensorDataset`` + a default ``DataLoader(batch_size=1024)``
 * ``pandas``          (c) a map-style Dataset over a pandas DataFrame (per-row ``__getitem__``)
 * ``hf_datasets``     (d) Hugging Face ``datasets`` with ``with_format("torch")``, skipped if not installed
+* ``ray_data*``       (e) Ray Data's ``from_arrow(table).iter_torch_batches(batch_size=1024)`` on a local Ray
+                      with the machine's cores (``bench/ray_peer.py``): 16 columns stacked with
+                      ``torch.stack``, or the packed column; shuffled with ``random_shuffle()``
+                      (a full shuffle, like Deep RC's) or ``local_shuffle_buffer_size``. Extra memory
+                      also counts Ray's workers and object store (``system_peak``, the machine's
+                      used memory). Skipped if ray is not installed (``requirements/bench.txt``).
+
+The run also measures the machine's single-thread memcpy bandwidth (``memcpy_GBps``, best of
+5 copies of 256 MiB) and reports each loader's batch rate in bytes per second as a fraction
+of it (``fraction_of_memcpy``): the physical limit of an epoch that must produce every byte once.
 
 The slow baselines (b, c, d) run on a subsample (``--sub-b``, ``--sub-c``, ``--sub-d`` rows) and are
 extrapolated linearly to the full size; the report labels them. "Touching" a batch reads one
@@ -45,7 +55,19 @@ from cpu_steal import StealMeter, median_steal
 
 HERE = Path(__file__).resolve().parent
 MiB = 1024 * 1024
-VARIANTS = ("deeprc", "deeprc_columns", "ideal", "tensordataset", "pandas", "hf_datasets")
+VARIANTS = (
+    "deeprc",
+    "deeprc_columns",
+    "ideal",
+    "tensordataset",
+    "pandas",
+    "hf_datasets",
+    "ray_data",
+    "ray_data_packed",
+    "ray_data_local",
+)
+#: Ray Data variants (bench/ray_peer.py): full size, ``--slow-repeats`` runs; ``ray_data_local`` is shuffled only.
+RAY = {"ray_data": False, "ray_data_packed": True, "ray_data_local": False}
 LABELS = {
     "deeprc": "DeepRCDataModule, packed column",
     "deeprc_columns": "DeepRCDataModule, 16 separate columns (stacked ahead by the kernel)",
@@ -53,6 +75,9 @@ LABELS = {
     "tensordataset": "(b) TensorDataset + DataLoader",
     "pandas": "(c) pandas map-style Dataset",
     "hf_datasets": "(d) HF datasets with_format('torch')",
+    "ray_data": "(e) Ray Data iter_torch_batches, 16 columns (shuffled: random_shuffle())",
+    "ray_data_packed": "(e) Ray Data iter_torch_batches, packed (shuffled: random_shuffle())",
+    "ray_data_local": "(e) Ray Data, 16 columns, local_shuffle_buffer_size=16 batches",
 }
 
 
@@ -221,14 +246,54 @@ def _stack_kernel() -> str:
 
 
 def _available(variant: str) -> bool:
-    if variant != "hf_datasets":
-        return True
     import importlib.util
 
-    return importlib.util.find_spec("datasets") is not None
+    if variant == "hf_datasets":
+        return importlib.util.find_spec("datasets") is not None
+    if variant in RAY:
+        return importlib.util.find_spec("ray") is not None
+    return True
+
+
+def memcpy_bandwidth(mib: int = 256, repeats: int = 5) -> float:
+    """Bytes per second of one thread copying a ``mib`` MiB buffer (the best of ``repeats``)."""
+    src = np.ones(mib * MiB // 8, dtype=np.float64)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # first touch of the pages
+    best = min(_timed_copy(dst, src) for _ in range(repeats))
+    return src.nbytes / best
+
+
+def _timed_copy(dst: np.ndarray, src: np.ndarray) -> float:
+    t0 = time.perf_counter()
+    np.copyto(dst, src)
+    return time.perf_counter() - t0
+
+
+def _spawn_ray(variant: str, rows: int, args: argparse.Namespace, shuffle: bool) -> dict[str, Any]:
+    mode = "plain" if not shuffle else "local" if variant == "ray_data_local" else "global"
+    cmd = [sys.executable, str(HERE / "ray_peer.py"), "loader", "--rows", str(rows), "--mode", mode]
+    cmd += ["--features", str(args.features), "--batch", str(args.batch)] + (["--packed"] if RAY[variant] else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"{variant} failed:\n{out.stderr[-3000:]}")
+    res = json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
+    n, epoch = res["batches"], res["epoch_s"]
+    return {
+        **res,
+        "variant": variant,
+        "shuffle": shuffle,
+        "rows": rows,
+        "setup_s": 0.0,
+        "batches_per_s": n / epoch,
+        "samples_per_s": rows / epoch,
+        "steal_share": None,
+    }
 
 
 def _spawn(variant: str, rows: int, args: argparse.Namespace, shuffle: bool) -> dict[str, Any]:
+    if variant in RAY:
+        return _spawn_ray(variant, rows, args, shuffle)
     cmd = [
         sys.executable,
         __file__,
@@ -285,7 +350,9 @@ def main() -> None:
         # machine's load during the run falls on all variants alike (the medians are then comparable).
         for r in range(max(args.repeats, args.slow_repeats)):
             for variant in variants:
-                if r >= (args.slow_repeats if variant in sub else args.repeats):
+                if variant == "ray_data_local" and not shuffle:
+                    continue  # a shuffle buffer only exists to shuffle
+                if r >= (args.slow_repeats if variant in sub or variant in RAY else args.repeats):
                     continue
                 res = _spawn(variant, min(sub.get(variant, args.rows), args.rows), args, shuffle)
                 runs[variant].append(res)
@@ -298,6 +365,8 @@ def main() -> None:
         for variant in variants:
             rows = min(sub.get(variant, args.rows), args.rows)
             done = runs[variant]
+            if not done:
+                continue
             scale = args.rows / rows
             med = {k: statistics.median(x[k] for x in done) for k in ("epoch_s", "setup_s", "extra_peak_bytes")}
             rows_out.append(
@@ -317,6 +386,11 @@ def main() -> None:
                     "epoch_s_runs": [x["epoch_s"] * scale for x in done],
                     "steal_share_runs": [x["steal_share"] for x in done],
                     "steal_share": median_steal(done),
+                    "system_peak_MiB": (
+                        statistics.median(x["system_peak_bytes"] for x in done) / MiB
+                        if "system_peak_bytes" in done[0]
+                        else None
+                    ),
                 }
             )
     ideal = {r["shuffle"]: r for r in rows_out if r["variant"] == "ideal"}
@@ -326,6 +400,12 @@ def main() -> None:
         )
         base = ideal.get(r["shuffle"])
         r["time_vs_ideal"] = r["epoch_s"] / base["epoch_s"] if base else None
+    print("measuring memcpy bandwidth (one thread, 256 MiB) ...", flush=True)
+    memcpy = memcpy_bandwidth()
+    batch_bytes = args.rows * (args.features + 1) * 4  # every epoch produces each feature and target byte once
+    for r in rows_out:
+        r["batch_GBps"] = batch_bytes / r["epoch_s"] / 1e9
+        r["fraction_of_memcpy"] = batch_bytes / r["epoch_s"] / memcpy
     for r in rows_out:
         deeprc = next((d for d in rows_out if d["variant"] == "deeprc" and d["shuffle"] == r["shuffle"]), None)
         r["deeprc_speedup"] = r["epoch_s"] / deeprc["epoch_s"] if deeprc else None
@@ -338,6 +418,7 @@ def main() -> None:
         "batch": args.batch,
         "skipped": skipped,
         "stack_kernel": _stack_kernel(),
+        "memcpy_GBps": memcpy / 1e9,
         "results": rows_out,
     }
     (args.out / "torch_loader.json").write_text(json.dumps(report, indent=2))
@@ -348,7 +429,7 @@ def main() -> None:
     print(f"\n{args.rows:,} rows x {args.features} features + 1 target, batch {args.batch} (one process)")
     print(
         f"{'variant':46s} {'shuffle':7s} {'epoch s':>9s} {'batches/s':>10s} {'+MiB':>7s} {'x ideal':>8s} {'÷ deeprc':>9s}"
-        f" {'stolen':>7s}"
+        f" {'stolen':>7s} {'of memcpy':>9s}"
     )
     for r in rows_out:
         tag = " (extrapolated)" if r["extrapolated"] else ""
@@ -356,8 +437,9 @@ def main() -> None:
         print(
             f"{r['label'] + tag:46s} {r['shuffle']!s:7s} {r['epoch_s']:9.3f} {r['batches_per_s']:10.0f} "
             f"{r['extra_peak_MiB']:7.0f} {r['time_vs_ideal'] or 0:8.2f} {r['deeprc_speedup'] or 0:9.1f}"
-            f" {stolen:>7s}"
+            f" {stolen:>7s} {100 * r['fraction_of_memcpy']:8.0f}%"
         )
+    print(f"memcpy: {memcpy / 1e9:.2f} GB/s (one thread); 'of memcpy': the epoch's bytes per second over it")
     print("stolen: the median share of the machine's CPU time the hypervisor took during the epochs (/proc/stat)")
     for s in skipped:
         print("skipped:", s)
