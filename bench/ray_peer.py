@@ -153,7 +153,7 @@ def loader(rows: int, features: int, batch: int, packed: bool, mode: str, cpus: 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="what", required=True)
+    sub = p.add_subparsers(dest="what")
     o = sub.add_parser("ops")
     o.add_argument("--ranks", type=int, default=2)
     o.add_argument("--rows", type=int, default=1_000_000)
@@ -167,6 +167,9 @@ def main() -> None:
     lo.add_argument("--mode", choices=("plain", "local", "global"), default="plain")
     lo.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     a = p.parse_args()
+    if a.what is None:  # ./dev bench runs every bench/*.py: this one only serves engine.py and torch_loader.py
+        print("bench/ray_peer.py: Ray Data's side of engine.py and torch_loader.py (run those)")
+        return
     if a.what == "ops":
         res = ops(a.ranks, a.rows, a.repeats, a.cpus)
     else:
