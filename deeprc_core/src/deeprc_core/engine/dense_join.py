@@ -19,6 +19,8 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
+from .int_keys import sorted_rows
+
 #: Largest key range (max - min + 1) per build row for which direct addressing is used.
 MAX_SPAN_PER_ROW = 4
 #: Below this many rows per side Acero is as fast, and the arrays here are not worth it.
@@ -81,11 +83,7 @@ def _order_by_key(kb: np.ndarray) -> np.ndarray:
     row_bits = max(1, int(n - 1).bit_length())
     if int(kb.max()).bit_length() + row_bits > 63:
         return np.argsort(kb)
-    packed = kb.astype(np.int64) << row_bits
-    packed |= np.arange(n, dtype=np.int64)
-    packed.sort()
-    packed &= (1 << row_bits) - 1
-    return packed
+    return sorted_rows(kb.astype(np.int64), row_bits)
 
 
 #: Probe rows handled at a time (bounds the per-row temporaries to a few MiB).

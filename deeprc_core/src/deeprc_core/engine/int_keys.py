@@ -55,8 +55,23 @@ def sort_indices(table: pa.Table, keys: Sequence[tuple[str, str]]) -> np.ndarray
     if (hi - lo).bit_length() + row_bits > 63:
         return None
     packed = (hi - k) if order == "descending" else (k - lo)  # non-negative, fits (checked above)
+    return sorted_rows(packed, row_bits)
+
+
+#: Rows numbered at a time by :func:`sorted_rows` (bounds its temporary to 8 MiB).
+_NUMBER_ROWS = 1 << 20
+
+
+def sorted_rows(packed: np.ndarray, row_bits: int) -> np.ndarray:
+    """Row numbers in the order of the int64 ``packed`` keys (ties by row), reusing ``packed``'s memory.
+
+    The keys are shifted left by ``row_bits``, the row numbers or-ed in (a bounded slice at a
+    time: no second full-size array), the words sorted in place and the keys masked off.
+    """
     packed <<= row_bits
-    packed |= np.arange(n, dtype=np.int64)
+    for at in range(0, len(packed), _NUMBER_ROWS):
+        part = packed[at : at + _NUMBER_ROWS]
+        part |= np.arange(at, at + len(part), dtype=np.int64)
     packed.sort()
     packed &= (1 << row_bits) - 1
     return packed

@@ -133,6 +133,10 @@ def bucketed(table: pa.Table, keys: Sequence[str], buckets: int) -> tuple[pa.Tab
     return out, [0, *(int(c) for c in np.cumsum(counts))]
 
 
+#: Output rows of the dense join taken at a time (bounds the index arrays alive at once to ~4 MiB).
+TAKE_ROWS = 1 << 18
+
+
 def _dense_join(left: pa.Table, right: pa.Table, plan: JoinPlan) -> pa.Table | None:
     """The join by direct addressing on one dense integer key (:mod:`.dense_join`), or None where it does not apply."""
     if len(plan.left_on) != 1 or plan.how == "outer":
@@ -146,23 +150,36 @@ def _dense_join(left: pa.Table, right: pa.Table, plan: JoinPlan) -> pa.Table | N
     )
     if found is None:
         return None
-    # the slices' indices, gathered: one take per output column (a take per slice and column costs more)
-    probe_rows, build_rows = [], []
+    names = [c.name for c in plan.columns]
+
+    def piece(probe_rows: list[pa.Array], build_rows: list[pa.Array]) -> pa.Table:
+        probe, build = pa.chunked_array(probe_rows, pa.int64()), pa.chunked_array(build_rows, pa.int64())
+        li, ri = (build, probe) if right_join else (probe, build)
+        arrays = []
+        for col in plan.columns:
+            if col.left is not None and (col.right is None or not right_join):
+                arrays.append(left.column(col.left).take(li))  # a shared key: the left one (equal where matched)
+            else:
+                assert col.right is not None
+                arrays.append(right.column(col.right).take(ri))
+        return pa.table(arrays, names=names)
+
+    # the slices' indices are taken in groups of about TAKE_ROWS output rows: one take per column
+    # per group (a take per 64K-row slice costs more), and the indices of one group alive at a time
+    pieces: list[pa.Table] = []
+    probe_rows: list[pa.Array] = []
+    build_rows: list[pa.Array] = []
+    pending = 0
     for p, b in found:
-        probe_rows.append(p)
+        probe_rows.append(pa.array(p))
         build_rows.append(b)
-    probe = pa.array(np.concatenate(probe_rows)) if probe_rows else pa.array([], pa.int64())
-    build = pa.concat_arrays(build_rows) if build_rows else pa.array([], pa.int64())
-    del probe_rows, build_rows
-    li, ri = (build, probe) if right_join else (probe, build)
-    arrays = []
-    for col in plan.columns:
-        if col.left is not None and (col.right is None or not right_join):
-            arrays.append(left.column(col.left).take(li))  # a shared key: the left one (equal where matched)
-        else:
-            assert col.right is not None
-            arrays.append(right.column(col.right).take(ri))
-    return pa.table(arrays, names=[c.name for c in plan.columns])
+        pending += len(p)
+        if pending >= TAKE_ROWS:
+            pieces.append(piece(probe_rows, build_rows))
+            probe_rows, build_rows, pending = [], [], 0
+    if probe_rows or not pieces:
+        pieces.append(piece(probe_rows, build_rows))
+    return pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
 
 
 def local_join(left: pa.Table, right: pa.Table, plan: JoinPlan) -> pa.Table:
