@@ -85,7 +85,10 @@ def _nonfinite_count(col: pa.ChunkedArray) -> int:
             values = pa.chunked_array([c.flatten() for c in values.chunks], values.type.value_type)
     if not pa.types.is_floating(values.type) or len(values) == 0:
         return 0
-    finite = pc.sum(pc.is_finite(values)).as_py() or 0
+    finite = 0
+    for chunk in values.chunks:  # a slice at a time: the mask of a whole packed column is tens of MiB
+        for at in range(0, len(chunk), _NAN_SCAN_ROWS * 16):
+            finite += pc.sum(pc.is_finite(chunk.slice(at, _NAN_SCAN_ROWS * 16))).as_py() or 0
     return len(values) - values.null_count - int(finite)
 
 
