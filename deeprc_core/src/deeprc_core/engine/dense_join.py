@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from .int_keys import sorted_rows
+from .int_keys import int64_keys, sorted_rows
 
 #: Largest key range (max - min + 1) per build row for which direct addressing is used.
 MAX_SPAN_PER_ROW = 4
@@ -36,13 +36,6 @@ def _as_int64(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return keys.astype(np.int64, copy=False), None
 
 
-def _dense_keys(column: pa.ChunkedArray) -> np.ndarray | None:
-    if not pa.types.is_integer(column.type) or column.null_count:
-        return None
-    keys, beyond = _as_int64(column.to_numpy())  # the key column only: a temporary of 8 bytes a row at most
-    return None if beyond is not None else keys
-
-
 def dense_join_indices(
     probe: pa.ChunkedArray, build: pa.ChunkedArray, keep_unmatched: bool
 ) -> Iterator[tuple[np.ndarray, pa.Array]] | None:
@@ -56,7 +49,7 @@ def dense_join_indices(
     """
     if min(len(probe), len(build)) < max(MIN_ROWS, 1):  # an empty side has no range to address
         return None
-    b = _dense_keys(build)
+    b = int64_keys(build)  # the key column only: a temporary of 8 bytes a row at most
     if b is None or not pa.types.is_integer(probe.type) or probe.null_count:
         return None
     lo, hi = int(b.min()), int(b.max())

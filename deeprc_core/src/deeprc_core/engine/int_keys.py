@@ -31,12 +31,16 @@ DENSE_RANGE_MIN = 1 << 16
 DENSE_FUNCS = ("sum", "count", "min", "max")
 
 
-def _int_key(table: pa.Table, column: str) -> np.ndarray | None:
-    """The key column as an int64 numpy array, or None (not an integer type, nulls, or beyond int64)."""
-    col = table.column(column)
+def _values(col: pa.ChunkedArray) -> np.ndarray:
+    """``col`` as numpy: zero-copy for one chunk (ChunkedArray.to_numpy takes no arguments on pyarrow < 13)."""
+    return col.chunk(0).to_numpy(zero_copy_only=False) if col.num_chunks == 1 else col.to_numpy()
+
+
+def int64_keys(col: pa.ChunkedArray) -> np.ndarray | None:
+    """An integer key column as int64 numpy, or None (not an integer type, nulls, or uint64 beyond int64)."""
     if not pa.types.is_integer(col.type) or col.null_count:
         return None
-    keys = col.to_numpy() if col.num_chunks != 1 else col.chunk(0).to_numpy(zero_copy_only=False)
+    keys = _values(col)
     if keys.dtype == np.uint64 and keys.size and int(keys.max()) > np.iinfo(np.int64).max:
         return None
     return keys.astype(np.int64, copy=False)
@@ -47,7 +51,7 @@ def sort_indices(table: pa.Table, keys: Sequence[tuple[str, str]]) -> np.ndarray
     if len(keys) != 1 or table.num_rows < 2:
         return None
     (column, order), n = keys[0], table.num_rows
-    k = _int_key(table, column)
+    k = int64_keys(table.column(column))
     if k is None:
         return None
     lo, hi = int(k.min()), int(k.max())
@@ -97,7 +101,7 @@ def aggregate(table: pa.Table, by: Sequence[str], specs: Sequence[tuple[str, str
         for c, f in specs
         if f != "count"
     )
-    k = _int_key(table, by[0]) if values_ok else None
+    k = int64_keys(table.column(by[0])) if values_ok else None
     if k is None:
         return None
     lo, hi, n = int(k.min()), int(k.max()), table.num_rows
@@ -128,11 +132,12 @@ def _dense_one(
     if func == "count":
         got = np.bincount(slot if valid is None else slot[valid], minlength=size)
         return pa.array(got[groups], type=out_type)
-    values = col.to_numpy() if col.num_chunks != 1 else col.chunk(0).to_numpy(zero_copy_only=False)
+    values = _values(col)
     where = slot
+    seen = None  # without nulls every group has a value
     if valid is not None:
         values, where = values[valid], slot[valid]
-    seen = np.bincount(where, minlength=size)[groups] > 0
+        seen = np.bincount(where, minlength=size)[groups] > 0
     acc_dtype = np.dtype(out_type.to_pandas_dtype())
     if func == "sum":
         acc = np.zeros(size, dtype=acc_dtype)
@@ -142,7 +147,7 @@ def _dense_one(
         acc = np.full(size, _identity(acc_dtype, func), dtype=acc_dtype)
         ufunc.at(acc, where, values.astype(acc_dtype, copy=False))
     got = acc[groups]
-    return pa.array(got, type=out_type, mask=None if seen.all() else ~seen)
+    return pa.array(got, type=out_type, mask=None if seen is None or seen.all() else ~seen)
 
 
 def _identity(dtype: np.dtype, func: str) -> object:
