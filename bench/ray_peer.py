@@ -152,6 +152,7 @@ def loader(rows: int, features: int, batch: int, packed: bool, mode: str, cpus: 
 
 
 def main() -> None:
+    """Parse ``ops``/``loader`` and print one JSON line of measurements."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what")
     o = sub.add_parser("ops")

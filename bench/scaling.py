@@ -118,6 +118,7 @@ def _across(cluster: Any, per_node: int, rows: int, total: int, repeats: int) ->
 
 
 def main() -> None:
+    """Build the simulated cluster, run every scaling point and write bench/results/scaling.{json,csv}."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="weak scaling: rows per rank and table")
     ap.add_argument("--total", type=int, default=2_000_000, help="strong scaling: rows in all, per table")
