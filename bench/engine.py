@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from memory_probe import peak_rss, reset_peak, rss
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -50,24 +51,6 @@ def make_tables(rank: int, rows: int, total: int, seed: int = 7) -> tuple[pa.Tab
     left = pa.table({"key": rng.integers(0, total, rows), "lval": rng.integers(0, 1 << 40, rows)})
     right = pa.table({"key": rng.integers(0, total, rows), "rval": rng.integers(0, 1 << 40, rows)})
     return left, right
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def join_memory(comm, rows: int) -> dict:
@@ -91,19 +74,18 @@ def join_memory(comm, rows: int) -> dict:
     gc.collect()
     pa.default_memory_pool().release_unused()
     comm.barrier()
-    base_kb = _status_kb("VmRSS")
-    exact = _reset_peak()
-    before_max_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = rss()
+    exact = reset_peak()
+    before_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     res = left.join(right, on="key", engine="arrow")
-    peak_kb = _status_kb("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    growth = (peak_kb - base_kb) * 1024
+    growth = peak_rss() - base  # VmHWM: since the reset where allowed, else the process's whole life
     return {
         "input_bytes": input_bytes,
         "output_bytes": res.local.nbytes,
-        "base_rss_bytes": base_kb * 1024,
+        "base_rss_bytes": base,
         "peak_growth_bytes": growth,
         "ratio": growth / input_bytes,
-        "exact_peak": exact or before_max_kb <= base_kb,
+        "exact_peak": exact or before_max <= base,
     }
 
 

@@ -18,51 +18,12 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-
-
-class MemorySampler:
-    """The peak of the machine's used memory (``MemTotal - MemAvailable``) above a base, sampled in a thread."""
-
-    def __init__(self, every: float = 0.02) -> None:
-        self.every = every
-        self.base = self._used()
-        self.peak = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @staticmethod
-    def _used() -> int:
-        info = {}
-        with open("/proc/meminfo") as f:
-            for line in f:
-                key, value = line.split(":", 1)
-                info[key] = int(value.split()[0]) * 1024
-        return info["MemTotal"] - info["MemAvailable"]
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            self.peak = max(self.peak, self._used())
-
-    def __enter__(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._used())
-
-    @property
-    def growth(self) -> int:
-        """Bytes of peak growth above the base."""
-        return max(self.peak - self.base, 0)
 
 
 def _start_ray(cpus: int) -> Any:
@@ -117,7 +78,8 @@ def loader(rows: int, features: int, batch: int, packed: bool, mode: str, cpus: 
     or Ray's own tensor conversion of the packed column.
     """
     import torch
-    from torch_loader import _make_table, _peak_rss, _reset_peak, _rss
+    from memory_probe import PeakSampler, machine_used, peak_rss, reset_peak, rss
+    from torch_loader import _make_table
 
     torch.set_num_threads(1)
     table, _cols, _y = _make_table(rows, features, packed)
@@ -125,9 +87,9 @@ def loader(rows: int, features: int, batch: int, packed: bool, mode: str, cpus: 
     try:
         ds = ray.data.from_arrow(table)
         names = ["x"] if packed else [f"f{j}" for j in range(features)]
-        base = _rss()
-        exact = _reset_peak()
-        with MemorySampler() as mem:
+        base = rss()
+        exact = reset_peak()
+        with PeakSampler(machine_used, every=0.02) as mem:
             t0 = time.perf_counter()
             src = ds.random_shuffle(seed=0) if mode == "global" else ds
             kwargs: dict[str, Any] = {"batch_size": batch}
@@ -143,7 +105,7 @@ def loader(rows: int, features: int, batch: int, packed: bool, mode: str, cpus: 
         return {
             "epoch_s": epoch_s,
             "batches": n,
-            "extra_peak_bytes": max(_peak_rss() - base, 0),
+            "extra_peak_bytes": max(peak_rss() - base, 0),
             "peak_exact": exact,
             "system_peak_bytes": mem.growth,
         }

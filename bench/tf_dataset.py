@@ -37,12 +37,12 @@ import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from cpu_steal import StealMeter, median_steal
+from memory_probe import PeakSampler, rss
 
 HERE = Path(__file__).resolve().parent
 FEATURES = 16
@@ -57,36 +57,6 @@ VARIANTS = (
 )
 #: each shuffled variant's time is also reported against this baseline (the unshuffled ones: from_tensor_slices)
 SHUFFLED_BASE = "stacked-gather"
-
-
-def _rss() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-
-class PeakRSS:
-    """Samples this process's RSS in a thread; ``peak`` is the largest seen (plus the last reading)."""
-
-    def __init__(self, every: float = 0.005) -> None:
-        self.every = every
-        self.peak = _rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss())
-            time.sleep(self.every)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss())
 
 
 def _table(rows: int, packed: bool) -> Any:
@@ -125,10 +95,10 @@ def _child(variant: str, rows: int, batch: int, pandas_rows: int) -> dict[str, A
     run_rows = pandas_rows if variant == "pandas-generator" else rows
     table = _table(run_rows, packed=variant in ("deeprc-packed", "deeprc-shuffled"))
     table_bytes = int(table.nbytes)
-    base = _rss()
+    base = rss()
     count = 0
     steal = StealMeter()
-    with PeakRSS() as mem:
+    with PeakSampler(rss) as mem:
         steal.start()
         t0 = time.perf_counter()
         if variant.startswith("deeprc"):

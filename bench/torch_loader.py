@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 from cpu_steal import StealMeter, median_steal
+from memory_probe import peak_rss, reset_peak, rss
 
 HERE = Path(__file__).resolve().parent
 MiB = 1024 * 1024
@@ -82,32 +83,6 @@ LABELS = {
 
 
 # ------------------------------------------------------------------ memory
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _rss() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-
 # ------------------------------------------------------------------ worker
 def _make_table(rows: int, features: int, packed: bool) -> tuple[Any, list[np.ndarray], np.ndarray]:
     """The table, generated in place (no transient copies): its feature columns and target as numpy."""
@@ -157,8 +132,8 @@ def run_worker(variant: str, rows: int, features: int, batch: int, shuffle: bool
     packed = variant == "deeprc"
     table, cols, y = _make_table(rows, features, packed)
     table_bytes = int(table.nbytes)
-    base = _rss()
-    exact_peak = _reset_peak()
+    base = rss()
+    exact_peak = reset_peak()
     t0 = time.perf_counter()
     if variant in ("deeprc", "deeprc_columns"):
         feats = "x" if packed else [f"f{j}" for j in range(features)]
@@ -220,7 +195,7 @@ def run_worker(variant: str, rows: int, features: int, batch: int, shuffle: bool
     n = _epoch(loader)
     epoch_s = time.perf_counter() - t1
     steal_share = steal.stop()
-    peak = _peak_rss()
+    peak = peak_rss()
     return {
         "variant": variant,
         "shuffle": shuffle,
