@@ -70,3 +70,16 @@ def test_fast_paths_decline_what_they_cannot_do() -> None:
     assert int_keys.aggregate(pa.table({"k": [1, 2], "v": [1.0, 2.0]}), ["k"], [("v", "min")]) is None
     assert int_keys.sort_indices(pa.table({"k": [3, 1], "j": [1, 2]}), [("k", "ascending"), ("j", "ascending")]) is None
     assert int_keys.sort_indices(wide, [("k", "ascending")]) is not None  # 61 bits of key + 1 of row fit
+
+
+def test_packed_sort_declines_a_range_that_would_wrap() -> None:
+    full = np.iinfo(np.int64)
+    extreme = pa.table({"k": pa.array([full.max, full.min, 0], pa.int64())})
+    assert int_keys.sort_indices(extreme, [("k", "ascending")]) is None  # max - min needs 64 bits
+    near = pa.table({"k": pa.array([1 << 61, -(1 << 60), 5, -(1 << 60)], pa.int64())})
+    for order in ("ascending", "descending"):  # 62 bits of range + 2 of row number: declined too
+        assert int_keys.sort_indices(near, [("k", order)]) is None
+    fits = pa.table({"k": pa.array([1 << 59, -(1 << 59), 5, -(1 << 59)], pa.int64())})  # 61 + 2 bits
+    for order in ("ascending", "descending"):
+        got = int_keys.sort_indices(fits, [("k", order)])
+        assert got is not None and got.tolist() == pc.sort_indices(fits, sort_keys=[("k", order)]).to_pylist()

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
-from .int_keys import int64_keys, sorted_rows
+from .int_keys import int64_keys, packed_order
 
 #: Largest key range (max - min + 1) per build row for which direct addressing is used.
 MAX_SPAN_PER_ROW = 4
@@ -59,24 +59,14 @@ def dense_join_indices(
     kb = (b - lo).astype(np.int32)
     del b
     counts = np.bincount(kb, minlength=span).astype(np.int32)  # rows of each key value (< 2**31 rows)
-    order = _order_by_key(kb)
+    # any order of equal keys will do: the join's row order is unspecified
+    order = packed_order(kb, 0, span - 1)
+    if order is None:  # key and row number need more than 63 bits
+        order = np.argsort(kb)
     del kb
     starts = np.cumsum(counts, dtype=np.int32)  # in place from here: span-sized arrays are the big ones
     starts -= counts
     return _probe(probe, lo, hi, counts, starts, order, keep_unmatched)
-
-
-def _order_by_key(kb: np.ndarray) -> np.ndarray:
-    """Build rows ordered by key (any order of equal keys will do: the join's row order is unspecified).
-
-    Packing (key, row) into one int64 and sorting values is about twice as fast as an
-    argsort (numpy's value sort is vectorised); it applies while both fit in 63 bits.
-    """
-    n = len(kb)
-    row_bits = max(1, int(n - 1).bit_length())
-    if int(kb.max()).bit_length() + row_bits > 63:
-        return np.argsort(kb)
-    return sorted_rows(kb.astype(np.int64), row_bits)
 
 
 #: Probe rows handled at a time (bounds the per-row temporaries to a few MiB).

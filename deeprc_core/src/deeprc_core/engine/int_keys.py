@@ -50,23 +50,32 @@ def sort_indices(table: pa.Table, keys: Sequence[tuple[str, str]]) -> np.ndarray
     """Stable sort order of ``table`` by one integer column (``keys = [(column, order)]``), or None."""
     if len(keys) != 1 or table.num_rows < 2:
         return None
-    (column, order), n = keys[0], table.num_rows
+    column, order = keys[0]
     k = int64_keys(table.column(column))
     if k is None:
         return None
-    lo, hi = int(k.min()), int(k.max())
-    row_bits = int(n - 1).bit_length()
+    return packed_order(k, int(k.min()), int(k.max()), descending=order == "descending")
+
+
+def packed_order(keys: np.ndarray, lo: int, hi: int, descending: bool = False) -> np.ndarray | None:
+    """Row numbers ordering the integer ``keys`` (all in ``[lo, hi]``; ties by row), or None if they do not pack.
+
+    Packing (key - lo, row) into one int64 (``hi - key`` descending) and sorting the values
+    is about twice as fast as an argsort (numpy's value sort is vectorised); it applies
+    while both fit in 63 bits, checked before any subtraction so nothing wraps.
+    """
+    row_bits = max(1, int(len(keys) - 1).bit_length())
     if (hi - lo).bit_length() + row_bits > 63:
         return None
-    packed = (hi - k) if order == "descending" else (k - lo)  # non-negative, fits (checked above)
-    return sorted_rows(packed, row_bits)
+    offsets = np.subtract(hi, keys, dtype=np.int64) if descending else np.subtract(keys, lo, dtype=np.int64)
+    return _sorted_rows(offsets, row_bits)
 
 
-#: Rows numbered at a time by :func:`sorted_rows` (bounds its temporary to 8 MiB).
+#: Rows numbered at a time by :func:`_sorted_rows` (bounds its temporary to 8 MiB).
 _NUMBER_ROWS = 1 << 20
 
 
-def sorted_rows(packed: np.ndarray, row_bits: int) -> np.ndarray:
+def _sorted_rows(packed: np.ndarray, row_bits: int) -> np.ndarray:
     """Row numbers in the order of the int64 ``packed`` keys (ties by row), reusing ``packed``'s memory.
 
     The keys are shifted left by ``row_bits``, the row numbers or-ed in (a bounded slice at a
