@@ -226,6 +226,7 @@ def test_jobspec_round_trips_through_the_bootstrap_arguments() -> None:
         rendezvous_timeout=33.0,
         cwd="/tmp/work dir",
         env={"K": "v"},
+        timeout=600.0,
     )
     args = bootstrap_argv(job)
     ns = parse_args(args[2:])
@@ -238,6 +239,7 @@ def test_jobspec_round_trips_through_the_bootstrap_arguments() -> None:
         "run_dir",
         "rendezvous_timeout",
         "cwd",
+        "timeout",  # kept by the bootstrap, not by RP (whose timeout watcher spins a CPU)
     }
     for name in travelling:
         assert getattr(ns, name) == getattr(job, name), name

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from deeprc_core.network import free_port
 
-from .jobspec import add_bootstrap_arguments
+from .jobspec import TIMEOUT_EXIT, add_bootstrap_arguments
 from .runfiles import private_dir, read_job_env, read_job_secret, write_job_secret
 
 #: Exit code of a rank whose bootstrap failed before the user's command started.
@@ -232,7 +232,7 @@ def run(ns: argparse.Namespace, environ: Mapping[str, str]) -> int:
     )
     env.update(user_env)
     env.setdefault("PYTHONUNBUFFERED", "1")  # rank 0's output streams live to the terminal
-    return _run_child(ns.command, env, out, err, run_dir, rank, cwd=ns.cwd, umask=umask)
+    return _run_child(ns.command, env, out, err, run_dir, rank, cwd=ns.cwd, umask=umask, timeout=ns.timeout)
 
 
 def _private_log(path: Path):  # noqa: ANN202 - a raw binary file
@@ -257,6 +257,7 @@ def _run_child(  # noqa: PLR0913
     rank: int,
     cwd: str | None = None,
     umask: int = 0o022,
+    timeout: float | None = None,
 ) -> int:
     def setup() -> None:
         os.umask(umask)  # the command creates its files as it would under torchrun
@@ -278,6 +279,10 @@ def _run_child(  # noqa: PLR0913
     launcher = _launcher_pid()
     alive = run_dir / f"rank-{rank}.alive"
     beat = 0.0
+    # --timeout is kept here, not in RP's task description: RP's own timeout watcher polls
+    # without sleeping while any task has one, which costs the pilot a whole CPU.
+    deadline = time.monotonic() + timeout if timeout else None
+    timed_out = False
     while True:
         if time.monotonic() - beat >= HEARTBEAT_S:
             with contextlib.suppress(OSError):
@@ -291,12 +296,15 @@ def _run_child(  # noqa: PLR0913
             # before it forwards the signal, leaving this rank orphaned: then end the command ourselves.
             if launcher is not None and not _alive(launcher):
                 err.write(f"deeprc-launch bootstrap (rank {rank}): launcher {launcher} is gone; stopping\n".encode())
-                _kill_group(pgid, signal.SIGTERM)
-                try:
-                    code = child.wait(timeout=3.0)
-                except subprocess.TimeoutExpired:
-                    _kill_group(pgid, signal.SIGKILL)
-                    code = child.wait()
+                code = _stop(child, pgid)
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                err.write(
+                    f"deeprc-launch bootstrap (rank {rank}): the task ran past --timeout {timeout:g} s; "
+                    f"stopping it (exit {TIMEOUT_EXIT})\n".encode()
+                )
+                _stop(child, pgid)
+                timed_out = True
                 break
         except InterruptedError:
             continue
@@ -307,9 +315,19 @@ def _run_child(  # noqa: PLR0913
         while _group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
         _kill_group(pgid, signal.SIGKILL)
-    code = 128 - code if code < 0 else code
+    code = TIMEOUT_EXIT if timed_out else 128 - code if code < 0 else code
     _write_exit(run_dir, rank, code)
     return code
+
+
+def _stop(child: subprocess.Popen[bytes], pgid: int) -> int:
+    """End the command's process group: SIGTERM, then SIGKILL after 3 s; its exit status."""
+    _kill_group(pgid, signal.SIGTERM)
+    try:
+        return child.wait(timeout=3.0)
+    except subprocess.TimeoutExpired:
+        _kill_group(pgid, signal.SIGKILL)
+        return child.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,8 +116,8 @@ def task_description(job: JobSpec, resource: str) -> dict[str, Any]:
     }
     if job.ranks_per_node:
         td["ranks_per_node"] = job.ranks_per_node
-    if job.timeout:
-        td["timeout"] = job.timeout
+    # job.timeout travels to the bootstrap (bootstrap_argv), which stops the ranks itself: RP's
+    # own task timeout makes its executor poll without sleeping, a whole CPU, while the task runs.
     if is_local(resource):
         td["environment"] = dict(LOCAL_MPI_ENV)
         # mpirun itself (launch script) needs them too, not only the ranks.

@@ -26,6 +26,9 @@ from deeprc_core.wiring import BACKENDS
 from .runfiles import env_file
 from .wiring_derivation import FRAMEWORKS
 
+#: Exit status of a task stopped by its ``--timeout`` (as ``timeout(1)`` exits).
+TIMEOUT_EXIT = 124
+
 #: Upper bounds of a job's counts and times: beyond them a submitted job is a mistake or an attack.
 MAX_RANKS = 1 << 20
 MAX_GPUS_PER_RANK = 1024.0
@@ -160,7 +163,12 @@ class JobSpec:
         check=lambda v: v is None or _is_seconds(v),
         what=f"{_SECONDS} or null",
         type=float,
-        cli=Option("--timeout", "seconds before the task is cancelled", group="behaviour"),
+        cli=Option(
+            "--timeout",
+            f"seconds from the ranks' start before the task is stopped (it then exits {TIMEOUT_EXIT})",
+            group="behaviour",
+        ),
+        boot=Option("--timeout"),
     )
     run_id: str = _job_field(
         factory=new_run_id,
