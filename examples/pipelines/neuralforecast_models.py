@@ -38,14 +38,6 @@ TASK = REPO / "examples" / "pipelines" / "nf_task.py"
 PUBLISHED = REPO / "docs" / "results"
 #: The hand-written models' demo run (pipeline A), for the side-by-side column.
 HAND_WRITTEN = PUBLISHED / "demo" / "ett" / "metrics.json"
-#: Hand-written model rows (their table's names) beside each NeuralForecast model.
-HAND_NAMES = {
-    "NLinear": "NLinear",
-    "NBEATS": "NBEATS (MLP)",
-    "TiDE": "TiDE (dense)",
-    "GRU": "GRU",
-    "PatchTST": "PatchTST",
-}
 MARK_BEGIN = "<!-- neuralforecast-table:begin (rendered by examples/pipelines/neuralforecast_models.py) -->"
 MARK_END = "<!-- neuralforecast-table:end -->"
 
@@ -67,6 +59,41 @@ COLUMNS = [
 
 def _progress(t0: float) -> Any:
     return lambda m: print(f"[deeprc-launch {time.perf_counter() - t0:6.1f}s] {m}", flush=True)
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far on this machine: by all (``busy``) and by RADICAL-Pilot's own processes (``pilot``).
+
+    The pilot's processes are those named ``rp.*`` (its agent, managers and queues, of any
+    session on this machine); Linux ``/proc`` only (elsewhere both are NaN).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return {"busy": float("nan"), "pilot": float("nan")}
+    busy = sum(int(v) for v in fields[:8]) - int(fields[3]) - int(fields[4])  # all but idle and iowait
+    pilot = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        if text[text.index("(") + 1 : text.rindex(")")].startswith("rp."):
+            after = text[text.rindex(")") + 2 :].split()
+            pilot += int(after[11]) + int(after[12])  # utime, stime: proc(5) fields 14 and 15
+    return {"busy": busy / tick, "pilot": pilot / tick}
+
+
+def _phase(start: float, cpu0: dict[str, float], tasks: list[dict[str, Any]]) -> dict[str, Any]:
+    """One phase's record: its tasks, wall time, and the machine's and the pilot's CPU seconds in it."""
+    cpu = _cpu_seconds()
+    return {
+        "tasks": tasks,
+        "wall_s": time.perf_counter() - start,
+        "machine_cpu_s": cpu["busy"] - cpu0["busy"],
+        "pilot_cpu_s": cpu["pilot"] - cpu0["pilot"],
+    }
 
 
 def _wait_all(handles: list[tuple[str, Any]], timeout: float) -> list[dict[str, Any]]:
@@ -105,30 +132,36 @@ def run_pilot(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 str(TASK), argv, ranks=ranks, after=after, name=f"nf-{model}-{ranks}", env=env, timeout=args.timeout
             )
 
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), _cpu_seconds()
         handles = [(m, submit(m, 1, out, [])) for m in models]
         handles += [(f"{m} (2 ranks)", submit(m, 2, out, [])) for m in ddp]
         print(f"[neuralforecast] submitted {len(handles)} tasks at once to one pilot ({cores} cores)", flush=True)
-        summary["concurrent"] = {"tasks": _wait_all(handles, args.timeout), "wall_s": time.perf_counter() - start}
-        print(f"[neuralforecast] concurrent: {summary['concurrent']['wall_s']:.1f} s", flush=True)
+        summary["concurrent"] = _phase(start, cpu0, _wait_all(handles, args.timeout))
+        print(f"[neuralforecast] concurrent: {_phase_line(summary['concurrent'])}", flush=True)
         if args.compare:
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), _cpu_seconds()
             chain: list[Any] = []
             seq = []
             for m in models:
                 h = submit(m, 1, out / "sequential", chain[-1:])
                 chain.append(h)
                 seq.append((m, h))
-            summary["sequential"] = {"tasks": _wait_all(seq, args.timeout), "wall_s": time.perf_counter() - start}
+            summary["sequential"] = _phase(start, cpu0, _wait_all(seq, args.timeout))
             ratio = summary["sequential"]["wall_s"] / summary["concurrent"]["wall_s"]
             summary["sequential_over_concurrent"] = ratio
             print(
-                f"[neuralforecast] one after another: {summary['sequential']['wall_s']:.1f} s ({ratio:.2f}x)",
-                flush=True,
+                f"[neuralforecast] one after another: {_phase_line(summary['sequential'])} ({ratio:.2f}x)", flush=True
             )
     summary["session_s"] = time.perf_counter() - t0
     summary["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()}
     return summary
+
+
+def _phase_line(phase: dict[str, Any]) -> str:
+    return (
+        f"{phase['wall_s']:.1f} s; the machine busy {phase['machine_cpu_s']:.0f} CPU-s, "
+        f"of them the pilot's own processes {phase['pilot_cpu_s']:.0f}"
+    )
 
 
 def run_direct(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -212,7 +245,7 @@ def table_rows(out: Path, models: list[str], ddp_model: str | None, size: str) -
         row["paper_mae"], row["paper_mse"] = paper
         if paper[0] is not None and "mae" in got:
             row["gap"] = got["mae"] / paper[0]
-        row["hand_mae"] = hand.get(HAND_NAMES.get(model, ""))
+        row["hand_mae"] = hand.get(model)  # the demo names its models as NeuralForecast does
         rows.append(row)
     return rows
 
@@ -238,12 +271,32 @@ def preamble(summary: dict[str, Any]) -> str:
             f"nice'd pilot to start): {conc:.0f} s."
         )
     elif conc is not None:
-        text += f"Eleven tasks at once in one pilot: {conc:.0f} s"
+        cpus = summary.get("machine", {}).get("cpus") or 1
+        tasks = len(summary["concurrent"].get("tasks", []))
+        what = "the models and the DDP run" if summary.get("ddp_model") else "the models"
+        text += f"{tasks} tasks ({what}) at once in one pilot: {conc:.0f} s{_cpu_note(summary['concurrent'], cpus)}"
         seq = summary.get("sequential", {}).get("wall_s")
         if seq is not None:
-            text += f"; one after another in the same pilot: {seq:.0f} s ({summary['sequential_over_concurrent']:.2f}x)"
+            text += (
+                f"; the {len(summary['sequential'].get('tasks', []))} models one after another in the same pilot: "
+                f"{seq:.0f} s{_cpu_note(summary['sequential'], cpus)}, "
+                f"{summary['sequential_over_concurrent']:.2f}x the concurrent wall time"
+            )
         text += "."
+    if summary.get("note"):  # what a person recorded about how the run went (e.g. models run again)
+        text += " " + summary["note"]
     return text
+
+
+def _cpu_note(phase: dict[str, Any], cpus: int) -> str:
+    """How busy a phase kept the machine, and what the pilot itself used (runs before these were kept: nothing)."""
+    if "machine_cpu_s" not in phase:
+        return ""
+    share = phase["machine_cpu_s"] / (phase["wall_s"] * cpus)
+    return (
+        f" (the {cpus} CPUs {share:.0%} busy; RADICAL-Pilot's own processes used "
+        f"{phase['pilot_cpu_s']:.0f} CPU-s, {phase['pilot_cpu_s'] / phase['wall_s']:.2f} of a CPU)"
+    )
 
 
 def render_docs(md_table: str, files: list[Path]) -> list[Path]:
@@ -294,7 +347,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compare", action="store_true", help="then run the models one after another in the same pilot")
     p.add_argument("--publish", action="store_true", help="keep the results under docs/results/ and render the docs")
     p.add_argument("--out", default=None, help="output folder (default results/neuralforecast)")
-    p.add_argument("--timeout", type=float, default=3600, help="seconds per task")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per task (default: 30 min at --quick, 2 h at the demo size, 4 h at --paper: "
+        "'an hour' is the quiet-machine budget, not a limit to kill a model at)",
+    )
     p.add_argument(
         "--direct",
         action="store_true",
@@ -308,6 +367,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     args.size = "quick" if args.quick else "paper" if args.paper else "demo"
+    if args.timeout is None:
+        args.timeout = {"quick": 1800.0, "demo": 7200.0, "paper": 4 * 3600.0}[args.size]
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     for m in args.models + ([args.ddp_model] if args.ddp_model else []):
         nf_models.plan(m, args.size)  # a bad name fails here, before a pilot starts

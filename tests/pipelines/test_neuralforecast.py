@@ -108,5 +108,8 @@ def test_paper_models_in_one_pilot_quick(data_dir: Path, tmp_path: Path, deeprc_
         assert moved == {"pack": 1, "neuralforecast": 1}, r["copies"]
     assert "search" in rows["AutoNHITS"] and rows["AutoNHITS"]["search"]["trials"] == 2
     pilot = json.loads((tmp_path / "pilot.json").read_text())
-    assert pilot["concurrent"]["wall_s"] > 0 and len(pilot["concurrent"]["tasks"]) == 3
+    conc = pilot["concurrent"]
+    assert conc["wall_s"] > 0 and len(conc["tasks"]) == 3
+    # the phase's CPU accounting: the pilot's own processes (rp.*) are a part of what the machine did
+    assert 0 < conc["pilot_cpu_s"] < conc["machine_cpu_s"] <= conc["wall_s"] * (os.cpu_count() or 1) * 1.05
     assert "MAE / paper" in (tmp_path / "metrics.md").read_text()
